@@ -1,0 +1,165 @@
+//! The crate's error type, and the line between a user's mistake (exit 2) and a failure at run
+//! time (exit 1).
+
+use std::path::PathBuf;
+
+use crate::config::Problem;
+
+/// Everything that can go wrong in this crate.
+///
+/// Messages are lowercase, say what to do when the user can fix it, and never contain secrets
+/// (the config's plaintext, credentials or key material).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The age key file does not exist.
+    #[error("age key file {path} does not exist: create one with `rip-litestream keygen --output {path}` or pass the right one with --age-key")]
+    KeyMissing { path: PathBuf },
+
+    /// The age key file exists but could not be read (permissions, a directory, I/O).
+    #[error("cannot read age key file {path}: {reason}: pass a readable key file with --age-key")]
+    KeyUnreadable { path: PathBuf, reason: String },
+
+    /// The key file holds no `AGE-SECRET-KEY-1...` line, or a malformed one.
+    #[error("age key file {path} {reason}: it must hold lines `AGE-SECRET-KEY-1...` as written by `rip-litestream keygen` or `age-keygen`")]
+    KeyInvalid { path: PathBuf, reason: String },
+
+    /// `keygen` (or `init`) would overwrite an existing key.
+    #[error("{path} already exists: refusing to overwrite a key (move it away or choose another --output)")]
+    KeyExists { path: PathBuf },
+
+    /// No identity in the key file can decrypt the stored config.
+    #[error("the age key {key} cannot decrypt {scope} generation {generation} in {db}: it was saved for another key; pass the key it was saved with (--age-key)")]
+    WrongKey {
+        key: PathBuf,
+        db: PathBuf,
+        scope: String,
+        generation: u32,
+    },
+
+    /// The stored ciphertext is not a valid age file, or it was altered.
+    #[error("the stored config ({scope} generation {generation}, row id {id}) in {db} is corrupt ({reason}): save a good config with `rip-litestream config save` or roll back with `rip-litestream config rollback N`")]
+    Corrupt {
+        db: PathBuf,
+        scope: String,
+        generation: u32,
+        id: i64,
+        reason: String,
+    },
+
+    /// The store database does not exist.
+    #[error("database {path} does not exist: create it with `rip-litestream --db {path} init --replica DIR` or pass the right path with --db")]
+    StoreMissing { path: PathBuf },
+
+    /// The store path exists but is not a SQLite database.
+    #[error("{path} is not a SQLite database: pass the application's database with --db")]
+    NotSqlite { path: PathBuf },
+
+    /// The store cannot be written (read-only file or directory).
+    #[error("database {path} is read-only: {reason}: make it writable or use another --db")]
+    StoreReadOnly { path: PathBuf, reason: String },
+
+    /// No row for this scope (or not that many generations).
+    #[error("{what} in {db}: {hint}")]
+    NotFound {
+        db: PathBuf,
+        what: String,
+        hint: String,
+    },
+
+    /// The config failed validation; each problem names the key and what to do.
+    #[error("invalid litestream config:\n{}", list_problems(.0))]
+    InvalidConfig(Vec<Problem>),
+
+    /// A stored row or a requested save has a format other than yml/yaml.
+    #[error("format `{format}` is not a litestream config: use `yml` or `yaml`")]
+    WrongFormat { format: String },
+
+    /// A command-line argument or combination that makes no sense.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The litestream binary cannot be found or run.
+    #[error("litestream {0}")]
+    Litestream(String),
+
+    /// Another supervisor (or its orphaned litestream) holds this database.
+    #[error("another rip-litestream already supervises {db} ({holder}): stop it first")]
+    AlreadyRunning { db: PathBuf, holder: String },
+
+    /// litestream exited before it became ready.
+    #[error("litestream exited during start-up ({exit}):\n{}", .last_lines.join("\n"))]
+    StartFailed {
+        exit: String,
+        last_lines: Vec<String>,
+    },
+
+    /// The supervisor gave up restarting litestream.
+    #[error("gave up after {restarts} restarts: {reason}")]
+    GaveUp { restarts: u32, reason: String },
+
+    /// The final sync on stop did not complete.
+    #[error("final sync failed: {0}")]
+    FinalSync(String),
+
+    /// SQLite failed while doing `op`.
+    #[error("{op} in {path}: {source}")]
+    Sqlite {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A file-system or process operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    /// True when the user can fix this by changing the input (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(
+            self,
+            Error::StartFailed { .. }
+                | Error::GaveUp { .. }
+                | Error::FinalSync(_)
+                | Error::Sqlite { .. }
+                | Error::Io { .. }
+                | Error::AlreadyRunning { .. }
+        )
+    }
+
+    /// The process exit code for this error: 2 for bad input, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_bad_input() {
+            2
+        } else {
+            1
+        }
+    }
+
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Short for `Result<T, restinpieces_litestream::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,127 @@
+//! age key files: reading identities (`age-keygen` format), generating a new one, and the
+//! permission check.
+//!
+//! The key file is read each time it is needed, never cached for the life of the process.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::str::FromStr;
+
+use age::x25519;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+
+/// The identities of a key file, in file order. The first one's recipient is used to encrypt.
+pub struct KeyRing {
+    identities: Vec<x25519::Identity>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("identities", &self.identities.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Reads every `AGE-SECRET-KEY-1...` line of `path`; `#` comments and blank lines are
+    /// skipped. Warns (through `tracing`) when the file is readable by group or others.
+    pub fn read(path: &Path) -> Result<Self> {
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::KeyMissing { path: path.into() })
+            }
+            Err(e) => return Err(unreadable(path, e.to_string())),
+        };
+        if meta.is_dir() {
+            return Err(unreadable(path, "it is a directory".into()));
+        }
+        warn_if_shared(path, meta.permissions().mode());
+        let text = Zeroizing::new(fs::read(path).map_err(|e| unreadable(path, e.to_string()))?);
+        let text = std::str::from_utf8(&text).map_err(|_| Error::KeyInvalid {
+            path: path.into(),
+            reason: "is not text".into(),
+        })?;
+        let mut identities = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let identity = x25519::Identity::from_str(line).map_err(|_| Error::KeyInvalid {
+                path: path.into(),
+                reason: format!(
+                    "has an unreadable line {} (not an age X25519 identity)",
+                    n + 1
+                ),
+            })?;
+            identities.push(identity);
+        }
+        if identities.is_empty() {
+            return Err(Error::KeyInvalid {
+                path: path.into(),
+                reason: "holds no identity".into(),
+            });
+        }
+        Ok(KeyRing { identities })
+    }
+
+    /// The recipient (public key) of the first identity: what new configs are encrypted to.
+    pub fn recipient(&self) -> x25519::Recipient {
+        self.identities[0].to_public()
+    }
+
+    /// All identities, for decryption.
+    pub fn identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
+        self.identities.iter().map(|i| i as &dyn age::Identity)
+    }
+}
+
+fn unreadable(path: &Path, reason: String) -> Error {
+    Error::KeyUnreadable {
+        path: path.into(),
+        reason,
+    }
+}
+
+fn warn_if_shared(path: &Path, mode: u32) {
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format_args!("{:04o}", mode & 0o7777),
+            "age key file is readable by group or others: restrict it with `chmod 600`"
+        );
+    }
+}
+
+/// Writes a new X25519 identity to `path` with mode 0600, in `age-keygen`'s format. Never
+/// overwrites: an existing file is an error. Returns the public recipient.
+pub fn generate(path: &Path) -> Result<x25519::Recipient> {
+    let identity = x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => Error::KeyExists { path: path.into() },
+            _ => Error::io("cannot create key file", path, e),
+        })?;
+    use age::secrecy::ExposeSecret;
+    let secret = identity.to_string();
+    let text = Zeroizing::new(format!(
+        "# created: {}\n# public key: {recipient}\n{}\n",
+        crate::store::now_rfc3339(),
+        secret.expose_secret()
+    ));
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| Error::io("cannot write key file", path, e))?;
+    Ok(recipient)
+}

@@ -1,0 +1,44 @@
+//! Continuous SQLite backup with [litestream], its config kept age-encrypted inside the
+//! application's own database.
+//!
+//! The `litestream.yml` lives in the `app_config` table that the Go framework restinpieces uses
+//! (a database prepared by either side works with the other), encrypted to an age X25519 key.
+//! This crate loads and validates it, hands it to the real `litestream` binary without leaving
+//! plaintext on disk, and supervises that process.
+//!
+//! ```no_run
+//! use restinpieces_litestream::{ConfigStore, LitestreamConfig, Strictness, DEFAULT_SCOPE};
+//!
+//! # fn main() -> Result<(), restinpieces_litestream::Error> {
+//! let store = ConfigStore::open("app.db", "age.key")?;
+//! let stored = store.load(DEFAULT_SCOPE, 0)?;
+//! let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
+//! config.log_warnings();
+//! # Ok(()) }
+//! ```
+//!
+//! Modules:
+//! - [`store`]: the encrypted `app_config` store (save, load, list, rollback);
+//! - [`keys`]: age key files (read, generate);
+//! - [`config`]: the litestream config model and its validation rules;
+//! - [`binary`]: finding litestream and checking its version;
+//! - [`handoff`]: giving the decrypted config to litestream (memfd or private file);
+//! - [`runtime`]: the per-database private runtime directory;
+//! - [`init`]: one-step setup (key, default config, save);
+//! - [`check`]: asking the real litestream's parser about a config.
+//!
+//! [litestream]: https://litestream.io
+
+pub mod binary;
+pub mod check;
+pub mod config;
+mod error;
+pub mod handoff;
+pub mod init;
+pub mod keys;
+pub mod runtime;
+pub mod store;
+
+pub use config::{LitestreamConfig, Problem, Strictness};
+pub use error::{Error, Result};
+pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};

@@ -1,0 +1,318 @@
+//! `rip-litestream`: parses arguments, installs the log subscriber, calls the library and maps
+//! the result to an exit code (0 success, 1 runtime failure, 2 bad input).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use restinpieces_litestream::{
+    binary, check, init, keys, runtime, ConfigStore, Error, LitestreamConfig, Strictness,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "rip-litestream",
+    version,
+    about = "Continuous SQLite backup: litestream supervised, its config age-encrypted in your database"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// The SQLite database holding the encrypted config (the app_config table).
+    #[arg(long, global = true, env = "RIP_DB")]
+    db: Option<PathBuf>,
+    /// The age key file (age-keygen format).
+    #[arg(long, global = true, env = "RIP_AGE_KEY")]
+    age_key: Option<PathBuf>,
+    /// The config scope in app_config.
+    #[arg(long, global = true, env = "RIP_SCOPE", default_value = restinpieces_litestream::DEFAULT_SCOPE)]
+    scope: String,
+    /// Level of rip-litestream's own logs (RUST_LOG, when set, takes precedence).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Format of rip-litestream's own logs.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a new age X25519 identity (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write it (default: --age-key).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// One-step setup: key if missing, a default config for --db replicating to --replica, saved.
+    Init {
+        /// Replica: a URL (s3://bucket/path, ...) or a local directory.
+        #[arg(long)]
+        replica: String,
+        /// Save a new default even if the scope already has a config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Manage the stored litestream config.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE ('-' for stdin), encrypt it and save it as the newest generation.
+    Save {
+        file: PathBuf,
+        /// yml or yaml (default: from the file name, else yml).
+        #[arg(long)]
+        format: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print a generation's decrypted YAML on stdout.
+    Show {
+        #[arg(long, short, default_value_t = 0)]
+        generation: u32,
+    },
+    /// List the generations (nothing is decrypted).
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a generation, and ask the real litestream's parser too when it is found.
+    Check {
+        #[arg(long, short, default_value_t = 0)]
+        generation: u32,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+        /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
+        #[arg(long)]
+        litestream: Option<PathBuf>,
+    },
+    /// Save generation N again as the newest.
+    Rollback { generation: u32 },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_subscriber(&cli.global);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn install_subscriber(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&g.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if g.log_format == "json" {
+        builder.json().flatten_event(false).init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+/// Prints the error and its sources once, as `error: outer: inner`.
+fn report(e: &Error) {
+    let mut line = format!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        line.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    eprintln!("{line}");
+}
+
+fn need<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Error> {
+    value.as_deref().ok_or_else(|| {
+        Error::Usage(match what {
+            "db" => "no database given: pass --db PATH (or set RIP_DB)".into(),
+            _ => "no age key given: pass --age-key PATH (or set RIP_AGE_KEY); create one with `rip-litestream keygen --output age.key`".into(),
+        })
+    })
+}
+
+fn run(cli: Cli) -> Result<u8, Error> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Keygen { output } => {
+            let path = output.as_deref().or(g.age_key.as_deref()).ok_or_else(|| {
+                Error::Usage("say where to write the key: --output FILE (or --age-key)".into())
+            })?;
+            let recipient = keys::generate(path)?;
+            eprintln!("wrote a new age identity to {} (mode 0600)", path.display());
+            println!("{recipient}");
+            Ok(0)
+        }
+        Command::Init { replica, force } => {
+            let db = need(&g.db, "db")?;
+            let key = need(&g.age_key, "key")?;
+            let report = init::init(db, key, &g.scope, &replica, force)?;
+            if report.key_created {
+                eprintln!("created age key {} (mode 0600): keep it secret and backed up apart from the database", key.display());
+            }
+            eprintln!(
+                "saved a default config for {} as scope `{}` (id {}):",
+                db.display(),
+                g.scope,
+                report.id
+            );
+            print!("{}", report.yaml);
+            Ok(0)
+        }
+        Command::Config(cmd) => config_command(g, cmd),
+    }
+}
+
+fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
+    let db = need(&g.db, "db")?;
+    let key = need(&g.age_key, "key")?;
+    match cmd {
+        ConfigCommand::Save {
+            file,
+            format,
+            description,
+            strict,
+        } => {
+            let bytes = read_input(&file)?;
+            let format =
+                format.unwrap_or_else(|| match file.extension().and_then(|e| e.to_str()) {
+                    Some("yaml") => "yaml".into(),
+                    _ => "yml".into(),
+                });
+            let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
+            config.log_warnings();
+            let store = ConfigStore::open_or_create(db, key)?;
+            let id = store.save(&g.scope, &bytes, &format, &description)?;
+            eprintln!(
+                "saved as the newest generation of `{}` in {} (id {id})",
+                g.scope,
+                db.display()
+            );
+            Ok(0)
+        }
+        ConfigCommand::Show { generation } => {
+            let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&stored.plaintext)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io("cannot write", "stdout", e))?;
+            Ok(0)
+        }
+        ConfigCommand::List { json } => {
+            let rows = ConfigStore::open(db, key)?.list(&g.scope)?;
+            if rows.is_empty() {
+                eprintln!(
+                    "no config saved for scope `{}` in {}",
+                    g.scope,
+                    db.display()
+                );
+            }
+            for r in rows {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&r).expect("plain struct serialises")
+                    );
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        r.generation, r.id, r.created_at, r.format, r.description
+                    );
+                }
+            }
+            Ok(0)
+        }
+        ConfigCommand::Check {
+            generation,
+            strict,
+            litestream,
+        } => {
+            let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
+            let ours = LitestreamConfig::parse(&stored.plaintext, strictness(strict));
+            let mut ok = true;
+            match &ours {
+                Ok(config) => {
+                    config.log_warnings();
+                    println!(
+                        "rip-litestream: valid ({} warning(s))",
+                        config.warnings().len()
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    println!("rip-litestream: {e}");
+                }
+            }
+            match binary::find(litestream.as_deref()) {
+                Ok(bin) => {
+                    let base = runtime::base_dir();
+                    runtime::ensure_private_dir(&base)?;
+                    let verdict = check::ask_litestream(&bin, &stored.plaintext, &base)?;
+                    ok &= verdict.accepted;
+                    let word = if verdict.accepted {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    };
+                    println!("litestream {}: {word}", bin.version);
+                    for line in verdict.output.lines() {
+                        println!("  {line}");
+                    }
+                }
+                Err(e) => println!("litestream: not asked ({e})"),
+            }
+            if ok {
+                Ok(0)
+            } else {
+                eprintln!("error: generation {generation} of `{}` is not a valid litestream config: fix it and `config save` it again", g.scope);
+                Ok(2)
+            }
+        }
+        ConfigCommand::Rollback { generation } => {
+            let store = ConfigStore::open(db, key)?;
+            let id = store.rollback(&g.scope, generation)?;
+            eprintln!(
+                "generation {generation} of `{}` saved again as the newest (id {id})",
+                g.scope
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn strictness(strict: bool) -> Strictness {
+    if strict {
+        Strictness::Strict
+    } else {
+        Strictness::Lenient
+    }
+}
+
+fn read_input(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    let result = if file == Path::new("-") {
+        std::io::stdin().read_to_end(&mut buf).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut buf).map(|_| ()))
+    };
+    result.map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+    Ok(buf)
+}

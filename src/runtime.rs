@@ -1,0 +1,156 @@
+//! The supervisor's private runtime directory for one database: the lock, the injected control
+//! socket and the handoff directories live there, so `status` finds them from `--db` alone.
+//!
+//! Base: `RIP_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/rip-litestream`, else
+//! `/dev/shm/rip-litestream-UID`, else `$TMPDIR/rip-litestream-UID`; below it one 0700
+//! directory per database, named by a hash of the database's absolute path.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Prefix of the private directories that hold a handoff file.
+pub(crate) const HANDOFF_PREFIX: &str = "handoff-";
+
+/// The private runtime directory of one supervised database.
+#[derive(Debug, Clone)]
+pub struct RuntimeDir {
+    path: PathBuf,
+}
+
+impl RuntimeDir {
+    /// The directory for `db` (created 0700 when missing; an existing one must be ours and
+    /// private).
+    pub fn for_db(db: &Path) -> Result<Self> {
+        let path = Self::path_for(db)?;
+        ensure_private_dir(path.parent().expect("runtime dir has a parent"))?;
+        ensure_private_dir(&path)?;
+        Ok(RuntimeDir { path })
+    }
+
+    /// Where the directory for `db` is, without creating anything (for `status`).
+    pub fn path_for(db: &Path) -> Result<PathBuf> {
+        let abs = absolute(db)?;
+        let name = format!("{:016x}", fnv1a(abs.as_os_str().as_encoded_bytes()));
+        Ok(base_dir().join(name))
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The control socket the supervisor injects.
+    pub fn socket_path(&self) -> PathBuf {
+        self.path.join("control.sock")
+    }
+
+    /// The single-instance lock file.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.join("lock")
+    }
+
+    /// Removes handoff directories left by a supervisor that was killed. Call with the lock
+    /// held, so no running supervisor's handoff is touched.
+    pub fn sweep(&self) -> usize {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(HANDOFF_PREFIX)
+                && fs::remove_dir_all(entry.path()).is_ok()
+            {
+                swept += 1;
+            }
+        }
+        if swept > 0 {
+            tracing::info!(count = swept, dir = %self.path.display(), "removed handoff directories left by an earlier run");
+        }
+        swept
+    }
+}
+
+/// The absolute form of `db` (canonical when it exists), so every spelling maps to one directory.
+pub fn absolute(db: &Path) -> Result<PathBuf> {
+    if let Ok(c) = fs::canonicalize(db) {
+        return Ok(c);
+    }
+    let abs = std::path::absolute(db).map_err(|e| Error::io("cannot resolve", db, e))?;
+    // Canonicalise the parent when it exists, so a database created later maps to the same place.
+    match (
+        abs.parent().and_then(|p| fs::canonicalize(p).ok()),
+        abs.file_name(),
+    ) {
+        (Some(parent), Some(name)) => Ok(parent.join(name)),
+        _ => Ok(abs),
+    }
+}
+
+/// The base directory under which every database gets its own.
+pub fn base_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("RIP_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p).join("rip-litestream");
+    }
+    let uid = nix::unistd::getuid();
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        return shm.join(format!("rip-litestream-{uid}"));
+    }
+    std::env::temp_dir().join(format!("rip-litestream-{uid}"))
+}
+
+/// Creates `dir` with mode 0700 when missing; refuses one that is a link, not ours, or shared.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(Error::Usage(format!(
+                "cannot create the runtime directory {}: {e}: set RIP_RUNTIME_DIR to a writable directory",
+                dir.display()
+            )))
+        }
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::getuid().as_raw() {
+        return Err(Error::Usage(format!(
+            "runtime directory {} is not a directory owned by this user: remove it or set RIP_RUNTIME_DIR",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("cannot make private", dir, e))?;
+    }
+    // A directory we cannot write into is bad input too (an unwritable runtime directory).
+    if nix::unistd::access(
+        dir,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_err()
+    {
+        return Err(Error::Usage(format!(
+            "runtime directory {} is not writable: set RIP_RUNTIME_DIR to a writable directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// FNV-1a: a stable hash (unlike std's), so every build maps a path to the same directory.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

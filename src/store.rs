@@ -1,0 +1,409 @@
+//! The config store: age-encrypted litestream configs in the `app_config` table, exactly as the
+//! Go framework restinpieces keeps them, so a database prepared by either side works with the
+//! other.
+//!
+//! The store is often the very database litestream replicates, so every operation opens a
+//! connection, does its work and closes it: nothing is held open across the daemon's life.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::keys::KeyRing;
+
+/// The scope litestream configs are saved under unless told otherwise.
+pub const DEFAULT_SCOPE: &str = "litestream";
+
+/// restinpieces' schema, byte for byte.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS app_config (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    content BLOB NOT NULL,
+    format TEXT NOT NULL DEFAULT 'toml',
+    description TEXT,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
+CREATE INDEX IF NOT EXISTS idx_app_config_created ON app_config(created_at DESC);";
+
+const SELECT_GENERATION: &str = "SELECT id, content, format, created_at FROM app_config \
+     WHERE scope = ? ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET ?";
+
+/// A decrypted config as stored: the plaintext lives in a zeroizing buffer.
+pub struct StoredConfig {
+    /// The row's id.
+    pub id: i64,
+    /// Which generation this is (0 = newest).
+    pub generation: u32,
+    /// `yml` or `yaml`.
+    pub format: String,
+    /// When it was saved (UTC, as the table holds it).
+    pub created_at: String,
+    /// The decrypted YAML.
+    pub plaintext: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredConfig")
+            .field("id", &self.id)
+            .field("generation", &self.generation)
+            .field("format", &self.format)
+            .field("created_at", &self.created_at)
+            .field(
+                "plaintext",
+                &format_args!("<{} bytes redacted>", self.plaintext.len()),
+            )
+            .finish()
+    }
+}
+
+/// One row of `config list`: everything but the content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Generation {
+    pub generation: u32,
+    pub id: i64,
+    pub created_at: String,
+    pub format: String,
+    pub description: String,
+}
+
+/// The encrypted config store inside an application's SQLite database.
+#[derive(Debug, Clone)]
+pub struct ConfigStore {
+    db: PathBuf,
+    key: PathBuf,
+}
+
+impl ConfigStore {
+    /// A store in the existing SQLite database `db`, with the age key file `key`. Checks that
+    /// `db` exists and is SQLite; writes nothing.
+    pub fn open(db: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Result<Self> {
+        let store = ConfigStore {
+            db: db.into(),
+            key: key.into(),
+        };
+        let conn = store.connect_read()?;
+        drop(conn);
+        Ok(store)
+    }
+
+    /// Like [`ConfigStore::open`], but the database is created on the first save when missing.
+    pub fn open_or_create(db: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Result<Self> {
+        let db = db.into();
+        if db.exists() {
+            return Self::open(db, key);
+        }
+        Ok(ConfigStore {
+            db,
+            key: key.into(),
+        })
+    }
+
+    /// The database path.
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// The key file path.
+    pub fn key_path(&self) -> &Path {
+        &self.key
+    }
+
+    /// Encrypts `plaintext` to the key file's first identity and saves it as the newest
+    /// generation of `scope`. Returns the new row id.
+    pub fn save(
+        &self,
+        scope: &str,
+        plaintext: &[u8],
+        format: &str,
+        description: &str,
+    ) -> Result<i64> {
+        check_format(format)?;
+        let keys = KeyRing::read(&self.key)?;
+        let content = encrypt(&keys, plaintext)?;
+        self.insert(scope, &content, format, description)
+    }
+
+    /// Decrypts generation `generation` (0 = newest) of `scope`.
+    pub fn load(&self, scope: &str, generation: u32) -> Result<StoredConfig> {
+        let keys = KeyRing::read(&self.key)?;
+        let conn = self.connect_read()?;
+        let row = self.fetch(&conn, scope, generation)?;
+        drop(conn);
+        check_format(&row.format)?;
+        let plaintext = self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        Ok(StoredConfig {
+            id: row.id,
+            generation,
+            format: row.format,
+            created_at: row.created_at,
+            plaintext,
+        })
+    }
+
+    /// The id of the newest row of `scope`, without decrypting: a cheap check for changes.
+    pub fn newest_id(&self, scope: &str) -> Result<Option<i64>> {
+        let conn = self.connect_read()?;
+        if !has_table(&conn, &self.db)? {
+            return Ok(None);
+        }
+        conn.query_row(
+            "SELECT id FROM app_config WHERE scope = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+            [scope],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| self.sqlite("cannot read app_config", e))
+    }
+
+    /// The generations of `scope`, newest first, without decrypting anything.
+    pub fn list(&self, scope: &str) -> Result<Vec<Generation>> {
+        let conn = self.connect_read()?;
+        if !has_table(&conn, &self.db)? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, created_at, format, COALESCE(description, '') FROM app_config \
+                 WHERE scope = ? ORDER BY created_at DESC, id DESC",
+            )
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let rows = stmt
+            .query_map([scope], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let mut out = Vec::new();
+        for (generation, row) in rows.enumerate() {
+            let (id, created_at, format, description) =
+                row.map_err(|e| self.sqlite("cannot read app_config", e))?;
+            out.push(Generation {
+                generation: generation as u32,
+                id,
+                created_at,
+                format,
+                description,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Re-saves generation `generation` of `scope` as the newest (the same ciphertext, after
+    /// checking that this key can decrypt it). Returns the new row id.
+    pub fn rollback(&self, scope: &str, generation: u32) -> Result<i64> {
+        let keys = KeyRing::read(&self.key)?;
+        let conn = self.connect_read()?;
+        let row = self.fetch(&conn, scope, generation)?;
+        drop(conn);
+        check_format(&row.format)?;
+        self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        let description = format!("rollback to generation {generation} (id {})", row.id);
+        self.insert(scope, &row.content, &row.format, &description)
+    }
+
+    fn insert(&self, scope: &str, content: &[u8], format: &str, description: &str) -> Result<i64> {
+        let conn = Connection::open_with_flags(
+            &self.db,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.classify(e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.sqlite("cannot configure connection", e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| self.classify(e))?;
+        conn.execute(
+            "INSERT INTO app_config (scope, content, format, description) VALUES (?, ?, ?, ?)",
+            rusqlite::params![scope, content, format, description],
+        )
+        .map_err(|e| self.classify(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn connect_read(&self) -> Result<Connection> {
+        if !self.db.exists() {
+            return Err(Error::StoreMissing {
+                path: self.db.clone(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            &self.db,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| self.classify(e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.sqlite("cannot configure connection", e))?;
+        // Reading the schema is what tells a SQLite file from anything else.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| self.classify(e))?;
+        Ok(conn)
+    }
+
+    fn fetch(&self, conn: &Connection, scope: &str, generation: u32) -> Result<Row> {
+        let not_found = |count: usize| {
+            let what = if count == 0 {
+                format!("no config saved for scope `{scope}`")
+            } else {
+                format!("scope `{scope}` has {count} generation(s), so there is no generation {generation}")
+            };
+            let hint = if count == 0 {
+                "save one with `rip-litestream config save litestream.yml` (or `rip-litestream init`)".to_string()
+            } else {
+                format!("pick 0..={} (see `rip-litestream config list`)", count - 1)
+            };
+            Error::NotFound {
+                db: self.db.clone(),
+                what,
+                hint,
+            }
+        };
+        if !has_table(conn, &self.db)? {
+            return Err(not_found(0));
+        }
+        let row = conn
+            .query_row(
+                SELECT_GENERATION,
+                rusqlite::params![scope, generation],
+                |r| {
+                    Ok(Row {
+                        id: r.get(0)?,
+                        content: r.get(1)?,
+                        format: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        match row {
+            Some(row) => Ok(row),
+            None => {
+                let count: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM app_config WHERE scope = ?",
+                        [scope],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| self.sqlite("cannot read app_config", e))?;
+                Err(not_found(count as usize))
+            }
+        }
+    }
+
+    fn decrypt(
+        &self,
+        keys: &KeyRing,
+        scope: &str,
+        generation: u32,
+        id: i64,
+        content: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        let corrupt = |reason: String| Error::Corrupt {
+            db: self.db.clone(),
+            scope: scope.into(),
+            generation,
+            id,
+            reason,
+        };
+        let decryptor =
+            age::Decryptor::new_buffered(content).map_err(|e| corrupt(e.to_string()))?;
+        let mut reader = decryptor.decrypt(keys.identities()).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => Error::WrongKey {
+                key: self.key.clone(),
+                db: self.db.clone(),
+                scope: scope.into(),
+                generation,
+            },
+            other => corrupt(other.to_string()),
+        })?;
+        let mut plaintext = Zeroizing::new(Vec::new());
+        reader
+            .read_to_end(&mut plaintext)
+            .map_err(|e| corrupt(format!("decryption failed: {e}")))?;
+        Ok(plaintext)
+    }
+
+    fn sqlite(&self, op: &'static str, source: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            op,
+            path: self.db.clone(),
+            source,
+        }
+    }
+
+    /// Maps SQLite errors that mean "the user pointed us at the wrong thing" to bad input.
+    fn classify(&self, e: rusqlite::Error) -> Error {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::NotADatabase) => Error::NotSqlite {
+                path: self.db.clone(),
+            },
+            Some(C::ReadOnly) | Some(C::CannotOpen) | Some(C::PermissionDenied) => {
+                Error::StoreReadOnly {
+                    path: self.db.clone(),
+                    reason: e.to_string(),
+                }
+            }
+            _ => self.sqlite("cannot use database", e),
+        }
+    }
+}
+
+struct Row {
+    id: i64,
+    content: Vec<u8>,
+    format: String,
+    created_at: String,
+}
+
+fn has_table(conn: &Connection, db: &Path) -> Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'app_config'",
+        [],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+    .map_err(|e| Error::Sqlite {
+        op: "cannot read schema",
+        path: db.into(),
+        source: e,
+    })
+}
+
+fn check_format(format: &str) -> Result<()> {
+    match format {
+        "yml" | "yaml" => Ok(()),
+        other => Err(Error::WrongFormat {
+            format: other.into(),
+        }),
+    }
+}
+
+/// Binary (not armored) age ciphertext of `plaintext` to the key ring's first recipient.
+fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let recipient = keys.recipient();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .map_err(|e| Error::Usage(format!("cannot encrypt: {e}")))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256);
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
+    writer
+        .write_all(plaintext)
+        .and_then(|_| writer.finish().map(|_| ()))
+        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
+    Ok(out)
+}
+
+/// The current time as RFC 3339 UTC with whole seconds.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,1 @@
+//! Config commands: see the Foundation issue.

@@ -1,0 +1,5 @@
+//! The integration tests: the real `rip-litestream` binary, the real `litestream` 0.5.17, real
+//! SQLite files and real age keys. `support` holds the shared harness.
+
+mod config_cli;
+mod support;
