@@ -169,7 +169,7 @@ pub fn default_yaml(db: &std::path::Path, replica: &str) -> String {
 }
 
 /// A double-quoted YAML scalar (escapes `\` and `"`), so any path or URL reads back as itself.
-fn yaml_quote(s: &str) -> String {
+pub(crate) fn yaml_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

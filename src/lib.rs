@@ -25,20 +25,35 @@
 //! - [`handoff`]: giving the decrypted config to litestream (memfd or private file);
 //! - [`runtime`]: the per-database private runtime directory;
 //! - [`init`]: one-step setup (key, default config, save);
-//! - [`check`]: asking the real litestream's parser about a config.
+//! - [`check`]: asking the real litestream's parser about a config;
+//! - [`render`]: the bytes litestream reads (the user's, plus an injected control socket);
+//! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], stop, status;
+//! - [`child_logs`]: litestream's log lines, kept and forwarded without blocking it;
+//! - [`control`]: litestream's control-socket client;
+//! - [`lock`]: the single-instance guard;
+//! - [`status`]: the published [`Status`].
 //!
 //! [litestream]: https://litestream.io
 
+pub mod backoff;
 pub mod binary;
 pub mod check;
+pub mod child_logs;
 pub mod config;
+pub mod control;
 mod error;
 pub mod handoff;
 pub mod init;
 pub mod keys;
+pub mod lock;
+pub mod render;
 pub mod runtime;
+pub mod status;
 pub mod store;
+pub mod supervisor;
 
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};
+pub use status::{State, Status};
 pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
+pub use supervisor::{Daemon, Litestream, Options, StopHandle};

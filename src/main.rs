@@ -6,8 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+use restinpieces_litestream::backoff::Backoff;
+use restinpieces_litestream::child_logs::LogMode;
+use restinpieces_litestream::handoff::HandoffMode;
 use restinpieces_litestream::{
-    binary, check, init, keys, runtime, ConfigStore, Error, LitestreamConfig, Strictness,
+    binary, check, init, keys, runtime, ConfigStore, Error, Litestream, LitestreamConfig, Options,
+    StopHandle, Strictness,
 };
 
 #[derive(Parser)]
@@ -62,6 +68,33 @@ enum Command {
     /// Manage the stored litestream config.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Supervise litestream with the stored config until SIGTERM/SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
+    #[arg(long)]
+    litestream: Option<PathBuf>,
+    /// How the decrypted config reaches litestream: memfd (Linux default) or file.
+    #[arg(long)]
+    handoff: Option<HandoffMode>,
+    /// Time litestream gets to exit after SIGTERM (default: shutdown-sync-timeout + 10s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
+    /// First restart delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    backoff_initial: Duration,
+    /// Longest restart delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    backoff_max: Duration,
+    /// Give up (exit 1) after this many litestream exits within 10 minutes.
+    #[arg(long)]
+    max_restarts: Option<u32>,
+    /// Where litestream's own log lines go: verbatim (to stderr), tracing, or inherit.
+    #[arg(long, default_value = "verbatim")]
+    litestream_logs: LogMode,
 }
 
 #[derive(Subcommand)]
@@ -178,6 +211,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
             Ok(0)
         }
         Command::Config(cmd) => config_command(g, cmd),
+        Command::Run(args) => run_command(g, args),
     }
 }
 
@@ -315,4 +349,67 @@ fn read_input(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
     };
     result.map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
     Ok(buf)
+}
+
+fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
+    let db = need(&g.db, "db")?;
+    let key = need(&g.age_key, "key")?;
+    let stored = ConfigStore::open(db, key)?.load(&g.scope, 0)?;
+    let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
+    drop(stored);
+    config.log_warnings();
+    let options = Options {
+        litestream: args.litestream,
+        handoff: args.handoff.unwrap_or_default(),
+        grace: args.grace,
+        backoff: Backoff {
+            initial: args.backoff_initial,
+            max: args.backoff_max,
+            ..Backoff::default()
+        },
+        max_restarts: args.max_restarts,
+        logs: args.litestream_logs,
+        instance: Some(db.to_path_buf()),
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
+    runtime.block_on(async move {
+        let mut daemon = Litestream::new(config, options);
+        let stop = daemon.stop_handle();
+        let signals = tokio::spawn(forward_signals(stop));
+        let result = match daemon.start().await {
+            Ok(()) => {
+                tracing::info!(db = %db.display(), "replicating; SIGTERM or SIGINT stops with a final sync");
+                daemon.wait().await
+            }
+            Err(e) => Err(e),
+        };
+        signals.abort();
+        result.map(|()| 0)
+    })
+}
+
+/// SIGTERM and SIGINT stop the daemon (a second one escalates); SIGHUP is never passed on to
+/// litestream (it would die without its final sync).
+async fn forward_signals(stop: StopHandle) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop.request() }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop.request() }
+            _ = hup.recv() => tracing::warn!("SIGHUP: config reload is not supported yet; ignored (not passed to litestream)"),
+        }
+    }
 }

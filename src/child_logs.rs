@@ -1,0 +1,282 @@
+//! litestream's own log lines: read from its stdout and stderr until it exits, kept (the last 50)
+//! for crash reports, and forwarded whole, never blocking litestream.
+//!
+//! Readers run as tokio tasks and hand lines to one writer thread through a bounded queue; when
+//! the queue is full (our stderr is a pipe nobody reads fast enough) lines are dropped and
+//! counted rather than stalling litestream, whose log writes would otherwise block replication.
+//! Both pipes are always drained: a closed pipe would kill litestream with SIGPIPE.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// How many of litestream's last lines are kept for crash reports.
+pub const KEPT_LINES: usize = 50;
+
+/// How many lines may wait for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// Where litestream's lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogMode {
+    /// Each line, as litestream wrote it, to our stderr.
+    #[default]
+    Verbatim,
+    /// Each line as a `tracing` event, target `litestream`, at the level read from the line.
+    Tracing,
+    /// litestream writes to our stdout/stderr directly (no capture, no crash report lines).
+    Inherit,
+}
+
+impl std::str::FromStr for LogMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "verbatim" => Ok(LogMode::Verbatim),
+            "tracing" => Ok(LogMode::Tracing),
+            "inherit" => Ok(LogMode::Inherit),
+            other => Err(format!(
+                "unknown log mode `{other}`: use verbatim, tracing or inherit"
+            )),
+        }
+    }
+}
+
+/// Which pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What the readers share with the supervisor.
+#[derive(Debug, Default)]
+pub struct LogState {
+    last: Mutex<VecDeque<String>>,
+    dropped: AtomicU64,
+    final_sync_failed: AtomicBool,
+}
+
+impl LogState {
+    /// litestream's last lines (at most [`KEPT_LINES`]).
+    pub fn last_lines(&self) -> Vec<String> {
+        self.last
+            .lock()
+            .expect("log ring poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Clears the kept lines and the final-sync flag (a new child starts).
+    pub(crate) fn reset_for_child(&self) {
+        self.last.lock().expect("log ring poisoned").clear();
+        self.final_sync_failed.store(false, Ordering::Relaxed);
+    }
+
+    /// Lines dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// True when litestream logged that its final sync failed.
+    pub fn final_sync_failed(&self) -> bool {
+        self.final_sync_failed.load(Ordering::Relaxed)
+    }
+
+    fn keep(&self, line: &str) {
+        if line.contains("failed to close database") || line.contains("shutdown sync skipped") {
+            self.final_sync_failed.store(true, Ordering::Relaxed);
+        }
+        let mut last = self.last.lock().expect("log ring poisoned");
+        if last.len() == KEPT_LINES {
+            last.pop_front();
+        }
+        last.push_back(line.to_owned());
+    }
+}
+
+/// The forwarding machinery of one supervisor: the shared state and the writer thread's queue.
+#[derive(Debug, Clone)]
+pub struct LogForwarder {
+    mode: LogMode,
+    state: Arc<LogState>,
+    tx: Option<SyncSender<(Stream, String)>>,
+}
+
+impl LogForwarder {
+    /// Starts the writer thread (none for `Inherit`).
+    pub fn new(mode: LogMode) -> Self {
+        let state = Arc::new(LogState::default());
+        let tx = (mode != LogMode::Inherit).then(|| {
+            let (tx, rx) = sync_channel(QUEUE);
+            let writer_state = state.clone();
+            std::thread::Builder::new()
+                .name("litestream-logs".into())
+                .spawn(move || write_lines(mode, rx, &writer_state))
+                .expect("cannot start the log writer thread");
+            tx
+        });
+        LogForwarder { mode, state, tx }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> LogMode {
+        self.mode
+    }
+
+    /// The shared state (last lines, drop count).
+    pub fn state(&self) -> &Arc<LogState> {
+        &self.state
+    }
+
+    /// Reads `pipe` line by line until it closes, keeping and forwarding each line.
+    pub async fn drain(&self, pipe: impl AsyncRead + Unpin, stream: Stream) {
+        let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+        let mut buf = Vec::with_capacity(512);
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                buf.pop();
+            }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            self.state.keep(&line);
+            if let Some(tx) = &self.tx {
+                match tx.try_send((stream, line)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread: blocks on our stderr so that nobody else has to.
+fn write_lines(mode: LogMode, rx: Receiver<(Stream, String)>, state: &LogState) {
+    let mut reported = 0;
+    let stderr = std::io::stderr();
+    while let Ok(first) = rx.recv() {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stderr.lock());
+        let mut next = Some(first);
+        while let Some((stream, line)) = next {
+            match mode {
+                LogMode::Verbatim => {
+                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(b"\n");
+                }
+                LogMode::Tracing => emit(stream, &line),
+                LogMode::Inherit => {}
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+        drop(out);
+        let dropped = state.dropped();
+        if dropped > reported {
+            tracing::warn!(
+                dropped_total = dropped,
+                dropped_now = dropped - reported,
+                "litestream log lines dropped: our stderr is not being read fast enough"
+            );
+            reported = dropped;
+        }
+    }
+}
+
+/// The level a litestream line carries: JSON's first `level` key, text's `level=`; `Error:` and
+/// panic lines are errors.
+pub fn line_level(line: &str) -> tracing::Level {
+    use tracing::Level;
+    let word = if line.starts_with('{') {
+        line.find("\"level\":").map(|i| {
+            let rest = line[i + 8..].trim_start().trim_start_matches('"');
+            &rest[..rest.find('"').unwrap_or(rest.len())]
+        })
+    } else if let Some(i) = line.find("level=") {
+        let rest = &line[i + 6..];
+        Some(&rest[..rest.find(' ').unwrap_or(rest.len())])
+    } else if line.starts_with("Error:")
+        || line.starts_with("panic:")
+        || line.starts_with("fatal error:")
+    {
+        Some("ERROR")
+    } else {
+        None
+    };
+    match word.map(|w| w.to_ascii_uppercase()) {
+        Some(w) if w.starts_with("ERR") => Level::ERROR,
+        Some(w) if w.starts_with("WARN") => Level::WARN,
+        Some(w) if w.starts_with("DEBUG") => Level::DEBUG,
+        Some(w) if w.starts_with("TRACE") || w.starts_with("DEBUG-") => Level::TRACE,
+        _ => Level::INFO,
+    }
+}
+
+fn emit(stream: Stream, line: &str) {
+    use tracing::Level;
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    match line_level(line) {
+        Level::ERROR => tracing::error!(target: "litestream", stream, "{line}"),
+        Level::WARN => tracing::warn!(target: "litestream", stream, "{line}"),
+        Level::INFO => tracing::info!(target: "litestream", stream, "{line}"),
+        Level::DEBUG => tracing::debug!(target: "litestream", stream, "{line}"),
+        _ => tracing::trace!(target: "litestream", stream, "{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn reads_levels() {
+        assert_eq!(
+            line_level(r#"{"time":"t","level":"ERROR","msg":"sync error","level":1}"#),
+            Level::ERROR
+        );
+        assert_eq!(
+            line_level(r#"{"time":"t","level":"WARN","msg":"x"}"#),
+            Level::WARN
+        );
+        assert_eq!(line_level("time=2026 level=DEBUG msg=x"), Level::DEBUG);
+        assert_eq!(
+            line_level("time=2026 level=INFO msg=\"replicating to\""),
+            Level::INFO
+        );
+        assert_eq!(
+            line_level("Error: must specify replica for database"),
+            Level::ERROR
+        );
+        assert_eq!(line_level("panic: unknown log type"), Level::ERROR);
+        assert_eq!(line_level("something else"), Level::INFO);
+    }
+
+    #[test]
+    fn keeps_the_last_lines_and_spots_a_failed_final_sync() {
+        let s = LogState::default();
+        for i in 0..60 {
+            s.keep(&format!("line {i}"));
+        }
+        let last = s.last_lines();
+        assert_eq!(last.len(), KEPT_LINES);
+        assert_eq!(last[0], "line 10");
+        assert!(!s.final_sync_failed());
+        s.keep("level=ERROR msg=\"failed to close database\"");
+        assert!(s.final_sync_failed());
+    }
+}

@@ -1,0 +1,151 @@
+//! One litestream process: spawned in its own process group with a parent-death signal, its
+//! pipes drained, signalled as a group, always reaped.
+
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Instant, SystemTime};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::child_logs::{LogForwarder, LogMode, Stream};
+use crate::error::{Error, Result};
+use crate::handoff::{inherit_in_child, Handoff};
+use crate::status::ExitInfo;
+
+/// A running litestream.
+pub(crate) struct LitestreamChild {
+    child: Child,
+    pub pid: u32,
+    pub started: Instant,
+    drains: Vec<JoinHandle<()>>,
+}
+
+impl LitestreamChild {
+    /// Spawns `litestream replicate -no-expand-env -config <handoff>`. `keep_fds` are inherited
+    /// by litestream (the memfd, the instance lock); everything else stays close-on-exec.
+    ///
+    /// Must run on a long-lived runtime thread (not `spawn_blocking`): the parent-death signal
+    /// fires when the thread that forked exits.
+    pub fn spawn(
+        binary: &Path,
+        handoff: &Handoff,
+        lock_fd: RawFd,
+        logs: &LogForwarder,
+    ) -> Result<Self> {
+        let mut cmd = Command::new(binary);
+        cmd.arg("replicate")
+            .arg("-no-expand-env")
+            .arg("-config")
+            .arg(handoff.config_arg())
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("RIP_") {
+                cmd.env_remove(name);
+            }
+        }
+        if logs.mode() == LogMode::Inherit {
+            cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        } else {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        let memfd = handoff.inherited_fd();
+        let parent = std::process::id() as i32;
+        // SAFETY: the closure runs between fork and exec. It only makes async-signal-safe system
+        // calls (prctl, getppid, kill, fcntl) on values captured by copy, and does not allocate.
+        unsafe {
+            cmd.pre_exec(move || {
+                #[cfg(target_os = "linux")]
+                {
+                    if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before prctl: then nobody would ever signal us.
+                    if nix::libc::getppid() != parent {
+                        nix::libc::kill(0, nix::libc::SIGTERM);
+                    }
+                }
+                #[cfg(not(target_os = "linux"))]
+                let _ = parent;
+                if let Some(fd) = memfd {
+                    inherit_in_child(fd)?;
+                }
+                inherit_in_child(lock_fd)
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::Litestream(format!("{} cannot be started: {e}", binary.display()))
+        })?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let mut drains = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let logs = logs.clone();
+            drains.push(tokio::spawn(async move {
+                logs.drain(out, Stream::Stdout).await
+            }));
+        }
+        if let Some(err) = child.stderr.take() {
+            let logs = logs.clone();
+            drains.push(tokio::spawn(async move {
+                logs.drain(err, Stream::Stderr).await
+            }));
+        }
+        Ok(LitestreamChild {
+            child,
+            pid,
+            started: Instant::now(),
+            drains,
+        })
+    }
+
+    /// Waits for litestream to exit (cancel safe). Does not reap the rest of its group.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        loop {
+            match self.child.wait().await {
+                Ok(status) => return status,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!(pid = self.pid, error = %e, "cannot wait for litestream; killing it");
+                    self.signal(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` to litestream's whole process group.
+    pub fn signal(&self, signal: Signal) {
+        match killpg(Pid::from_raw(self.pid as i32), signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => {
+                tracing::warn!(pid = self.pid, ?signal, error = %e, "cannot signal litestream")
+            }
+        }
+    }
+
+    /// After litestream exited: kills whatever is left of its group, waits (briefly) for the
+    /// pipes to close so the last lines are kept, and describes the exit.
+    pub async fn finish(
+        mut self,
+        status: std::process::ExitStatus,
+        logs: &LogForwarder,
+    ) -> ExitInfo {
+        use std::os::unix::process::ExitStatusExt;
+        self.signal(Signal::SIGKILL);
+        for drain in self.drains.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        }
+        ExitInfo {
+            pid: self.pid,
+            code: status.code(),
+            signal: status.signal(),
+            at: SystemTime::now(),
+            ran_for: self.started.elapsed(),
+            last_lines: logs.state().last_lines(),
+        }
+    }
+}
