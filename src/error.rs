@@ -29,7 +29,7 @@ pub enum Error {
     KeyExists { path: PathBuf },
 
     /// No identity in the key file can decrypt the stored config.
-    #[error("the age key {key} cannot decrypt {scope} generation {generation} in {db}: it was saved for another key; pass the key it was saved with (--age-key)")]
+    #[error("the age key {key} cannot decrypt {scope} generation {generation} in {db}: it was saved for another key (or the stored row was altered); pass the key it was saved with (--age-key)")]
     WrongKey {
         key: PathBuf,
         db: PathBuf,

@@ -92,6 +92,9 @@ struct RunArgs {
     /// Give up (exit 1) after this many litestream exits within 10 minutes.
     #[arg(long)]
     max_restarts: Option<u32>,
+    /// Keep retrying (with backoff) when the first start fails, instead of exiting 1.
+    #[arg(long)]
+    retry_start: bool,
     /// Where litestream's own log lines go: verbatim (to stderr), tracing, or inherit.
     #[arg(long, default_value = "verbatim")]
     litestream_logs: LogMode,
@@ -368,6 +371,7 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
             ..Backoff::default()
         },
         max_restarts: args.max_restarts,
+        retry_start: args.retry_start,
         logs: args.litestream_logs,
         instance: Some(db.to_path_buf()),
         ..Options::default()

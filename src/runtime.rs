@@ -24,7 +24,12 @@ impl RuntimeDir {
     /// The directory for `db` (created 0700 when missing; an existing one must be ours and
     /// private).
     pub fn for_db(db: &Path) -> Result<Self> {
-        let path = Self::path_for(db)?;
+        Self::for_db_in(&base_dir(), db)
+    }
+
+    /// The directory for `db` under `base` instead of [`base_dir`].
+    pub fn for_db_in(base: &Path, db: &Path) -> Result<Self> {
+        let path = Self::path_in(base, db)?;
         ensure_private_dir(path.parent().expect("runtime dir has a parent"))?;
         ensure_private_dir(&path)?;
         Ok(RuntimeDir { path })
@@ -32,9 +37,13 @@ impl RuntimeDir {
 
     /// Where the directory for `db` is, without creating anything (for `status`).
     pub fn path_for(db: &Path) -> Result<PathBuf> {
+        Self::path_in(&base_dir(), db)
+    }
+
+    fn path_in(base: &Path, db: &Path) -> Result<PathBuf> {
         let abs = absolute(db)?;
         let name = format!("{:016x}", fnv1a(abs.as_os_str().as_encoded_bytes()));
-        Ok(base_dir().join(name))
+        Ok(base.join(name))
     }
 
     /// The directory itself.

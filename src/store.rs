@@ -311,8 +311,8 @@ impl ConfigStore {
             id,
             reason,
         };
-        let decryptor =
-            age::Decryptor::new_buffered(content).map_err(|e| corrupt(e.to_string()))?;
+        let decryptor = age::Decryptor::new_buffered(content)
+            .map_err(|_| corrupt("not an age file: its header is unreadable".into()))?;
         let mut reader = decryptor.decrypt(keys.identities()).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => Error::WrongKey {
                 key: self.key.clone(),
@@ -320,7 +320,7 @@ impl ConfigStore {
                 scope: scope.into(),
                 generation,
             },
-            other => corrupt(other.to_string()),
+            other => corrupt(other.to_string().lines().next().unwrap_or("").to_string()),
         })?;
         let mut plaintext = Zeroizing::new(Vec::new());
         reader

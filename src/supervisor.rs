@@ -60,6 +60,8 @@ pub struct Options {
     pub instance: Option<PathBuf>,
     /// Without a control socket, litestream counts as ready once it has run this long.
     pub startup_window: Duration,
+    /// Base of the runtime directories (default: [`crate::runtime::base_dir`]).
+    pub runtime_base: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -75,6 +77,7 @@ impl Default for Options {
             retry_start: false,
             instance: None,
             startup_window: Duration::from_secs(1),
+            runtime_base: None,
         }
     }
 }
@@ -162,7 +165,12 @@ impl Litestream {
             (None, Some(DbTarget::Dir { dir, .. })) => dir.clone(),
             (None, None) => return Err(Error::Usage("the config has no database".into())),
         };
-        let runtime = RuntimeDir::for_db(&instance)?;
+        let base = self
+            .options
+            .runtime_base
+            .clone()
+            .unwrap_or_else(crate::runtime::base_dir);
+        let runtime = RuntimeDir::for_db_in(&base, &instance)?;
         let lock = InstanceLock::acquire(&runtime.lock_path(), &instance)?;
         runtime.sweep();
         let rendered = render(&self.config, &runtime.socket_path());
@@ -317,13 +325,10 @@ impl Supervisor {
             {
                 exits.pop_front();
             }
-            let reason = format!("litestream {info}");
-            self.set(|s| {
-                s.last_exit = Some(info);
-                s.pid = None;
-            });
             if let Some(max) = self.options.max_restarts {
                 if exits.len() as u32 > max {
+                    let reason = format!("litestream {info}");
+                    self.set(|s| s.last_exit = Some(info));
                     return self.fail(Error::GaveUp {
                         restarts: max,
                         reason,
@@ -336,11 +341,14 @@ impl Supervisor {
                 delay_ms = delay.as_millis() as u64,
                 "restarting litestream after backoff"
             );
+            // One update: nobody may see the old state with the new exit.
             self.set(|s| {
                 s.state = State::Backoff {
                     until: SystemTime::now() + delay,
                     attempt,
-                }
+                };
+                s.last_exit = Some(info);
+                s.pid = None;
             });
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -422,12 +430,24 @@ impl Supervisor {
         );
         self.set(|s| s.state = State::Ready);
 
+        // Sync once right away: litestream then has initialised every database, so even if this
+        // supervisor dies, its final sync on SIGTERM (parent-death signal) is not skipped; and the
+        // writes made while no litestream ran reach the replica now, not a sync interval later.
+        let initial_sync = async {
+            if let Some(control) = &control {
+                if let Err(e) = sync_all(control, Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "initial sync failed");
+                }
+            }
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             status = child.wait() => {
                 let info = child.finish(status, &self.logs).await;
                 Ok(Outcome::Exited { info, was_ready: true })
             }
             _ = self.stop_rx.recv() => Ok(Outcome::Stopped(self.stop_child(child, true).await)),
+            _ = initial_sync => unreachable!("the initial sync future never completes"),
         }
     }
 

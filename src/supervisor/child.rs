@@ -1,7 +1,7 @@
 //! One litestream process: spawned in its own process group with a parent-death signal, its
 //! pipes drained, signalled as a group, always reaped.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Instant, SystemTime};
@@ -49,11 +49,23 @@ impl LitestreamChild {
                 cmd.env_remove(name);
             }
         }
-        if logs.mode() == LogMode::Inherit {
+        // Our own pipes, so that litestream can keep their read ends: if this supervisor dies,
+        // its log writes then never fail with EPIPE, which makes Go kill itself with SIGPIPE
+        // before the final sync (SIGPIPE being ignored does not stop it).
+        let pipes = if logs.mode() == LogMode::Inherit {
             cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            None
         } else {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
+            let pipe = || {
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| Error::io("cannot create pipe", "<pipe>", e.into()))
+            };
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+            Some((out_r, err_r))
+        };
+        let read_ends = pipes.as_ref().map(|(o, e)| [o.as_raw_fd(), e.as_raw_fd()]);
         let memfd = handoff.inherited_fd();
         let parent = std::process::id() as i32;
         // SAFETY: the closure runs between fork and exec. It only makes async-signal-safe system
@@ -72,28 +84,30 @@ impl LitestreamChild {
                 }
                 #[cfg(not(target_os = "linux"))]
                 let _ = parent;
+                if let Some(fds) = read_ends {
+                    for fd in fds {
+                        inherit_in_child(fd)?;
+                    }
+                }
                 if let Some(fd) = memfd {
                     inherit_in_child(fd)?;
                 }
                 inherit_in_child(lock_fd)
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             Error::Litestream(format!("{} cannot be started: {e}", binary.display()))
         })?;
+        drop(cmd); // closes our copies of the write ends, so the readers see EOF at exit
         let pid = child.id().expect("a just-spawned child has a pid");
         let mut drains = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            let logs = logs.clone();
-            drains.push(tokio::spawn(async move {
-                logs.drain(out, Stream::Stdout).await
-            }));
-        }
-        if let Some(err) = child.stderr.take() {
-            let logs = logs.clone();
-            drains.push(tokio::spawn(async move {
-                logs.drain(err, Stream::Stderr).await
-            }));
+        if let Some((out, err)) = pipes {
+            for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
+                let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                    .map_err(|e| Error::io("cannot read litestream's output", "<pipe>", e))?;
+                let logs = logs.clone();
+                drains.push(tokio::spawn(async move { logs.drain(pipe, stream).await }));
+            }
         }
         Ok(LitestreamChild {
             child,

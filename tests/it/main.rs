@@ -2,4 +2,6 @@
 //! SQLite files and real age keys. `support` holds the shared harness.
 
 mod config_cli;
+mod replication;
+mod supervise;
 mod support;

@@ -27,7 +27,10 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> Self {
         TestEnv {
-            dir: tempfile::Builder::new().prefix("rip-it-").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("rip-it-")
+                .tempdir()
+                .unwrap(),
         }
     }
 
@@ -120,22 +123,39 @@ impl Run {
     }
 
     pub fn success(&self) -> &Self {
-        assert!(self.output.status.success(), "expected success\n{}", self.explain());
+        assert!(
+            self.output.status.success(),
+            "expected success\n{}",
+            self.explain()
+        );
         self
     }
 
     pub fn code_is(&self, code: i32) -> &Self {
-        assert_eq!(self.code(), code, "unexpected exit code\n{}", self.explain());
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\n{}",
+            self.explain()
+        );
         self
     }
 
     pub fn stderr_has(&self, needle: &str) -> &Self {
-        assert!(self.stderr().contains(needle), "stderr lacks {needle:?}\n{}", self.explain());
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.explain()
+        );
         self
     }
 
     pub fn stdout_has(&self, needle: &str) -> &Self {
-        assert!(self.stdout().contains(needle), "stdout lacks {needle:?}\n{}", self.explain());
+        assert!(
+            self.stdout().contains(needle),
+            "stdout lacks {needle:?}\n{}",
+            self.explain()
+        );
         self
     }
 }
@@ -154,7 +174,10 @@ pub fn run_cmd(mut cmd: Command) -> Run {
         let _ = tx.send(child.wait_with_output());
     });
     match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => Run { cmd: text, output: out.unwrap() },
+        Ok(out) => Run {
+            cmd: text,
+            output: out.unwrap(),
+        },
         Err(_) => {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             panic!("{text} did not finish within 60 s");
