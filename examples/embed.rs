@@ -14,7 +14,9 @@ use restinpieces_litestream::{
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let (db, key) = match (args.next(), args.next()) {
         (Some(db), Some(key)) => (db, key),
