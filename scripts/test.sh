@@ -4,4 +4,4 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/install-deps.sh"
 cd "$root"
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"
