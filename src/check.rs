@@ -1,13 +1,13 @@
-//! `config check`'s second opinion: the real litestream's own parser, run on the config through
-//! the same handoff the supervisor uses.
+//! `config check`'s second opinion: the real litestream's own parser (`litestream databases`),
+//! run on the config through the same handoff the supervisor uses.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::binary::LitestreamBinary;
-use crate::error::{Error, Result};
-use crate::handoff::{inherit_in_child, Handoff, HandoffMode};
+use crate::error::Result;
+use crate::handoff::HandoffMode;
+use crate::oneshot;
 
 /// What litestream said about a config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,32 +19,23 @@ pub struct LitestreamVerdict {
 }
 
 /// Runs `litestream databases -no-expand-env -config <handoff>` on `yaml`.
-pub fn ask_litestream(
+pub async fn ask_litestream(
     bin: &LitestreamBinary,
     yaml: &[u8],
     private_parent: &Path,
 ) -> Result<LitestreamVerdict> {
-    let handoff = Handoff::create(HandoffMode::default(), yaml, private_parent)?;
-    let mut cmd = Command::new(&bin.path);
-    cmd.arg("databases")
-        .arg("-no-expand-env")
-        .arg("-config")
-        .arg(handoff.config_arg())
-        .stdin(Stdio::null());
-    if let Some(fd) = handoff.inherited_fd() {
-        // SAFETY: the closure only calls `inherit_in_child`, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(move || inherit_in_child(fd));
-        }
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::Litestream(format!("{} cannot be run: {e}", bin.path.display())))?;
-    drop(handoff);
-    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    let out = oneshot::run(
+        bin,
+        "databases",
+        yaml,
+        HandoffMode::default(),
+        private_parent,
+        &[],
+        Duration::from_secs(30),
+    )
+    .await?;
     Ok(LitestreamVerdict {
         accepted: out.status.success(),
-        output: output.trim_end().to_string(),
+        output: oneshot::text(&out),
     })
 }

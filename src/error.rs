@@ -94,6 +94,10 @@ pub enum Error {
         last_lines: Vec<String>,
     },
 
+    /// `litestream restore` failed.
+    #[error("restore of {db} failed:\n{reason}")]
+    RestoreFailed { db: PathBuf, reason: String },
+
     /// The supervisor gave up restarting litestream.
     #[error("gave up after {restarts} restarts: {reason}")]
     GaveUp { restarts: u32, reason: String },
@@ -135,6 +139,7 @@ impl Error {
         !matches!(
             self,
             Error::StartFailed { .. }
+                | Error::RestoreFailed { .. }
                 | Error::GaveUp { .. }
                 | Error::FinalSync(_)
                 | Error::Sqlite { .. }

@@ -25,11 +25,15 @@
 //! - [`handoff`]: giving the decrypted config to litestream (memfd or private file);
 //! - [`runtime`]: the per-database private runtime directory;
 //! - [`init`]: one-step setup (key, default config, save);
+//! - [`oneshot`]: one-off litestream commands on the stored config;
+//! - [`restore`]: restores (on demand and on boot) and the fresh-database guard;
 //! - [`check`]: asking the real litestream's parser about a config;
 //! - [`render`]: the bytes litestream reads (the user's, plus an injected control socket);
 //! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], stop, status;
 //! - [`child_logs`]: litestream's log lines, kept and forwarded without blocking it;
 //! - [`control`]: litestream's control-socket client;
+//! - [`entrypoint`]: `run -- APP`: litestream and the application side by side;
+//! - [`reaper`]: collecting orphaned zombies as PID 1;
 //! - [`lock`]: the single-instance guard;
 //! - [`status`]: the published [`Status`].
 //!
@@ -41,12 +45,16 @@ pub mod check;
 pub mod child_logs;
 pub mod config;
 pub mod control;
+pub mod entrypoint;
 mod error;
 pub mod handoff;
 pub mod init;
 pub mod keys;
 pub mod lock;
+pub mod oneshot;
+pub mod reaper;
 pub mod render;
+pub mod restore;
 pub mod runtime;
 pub mod status;
 pub mod store;

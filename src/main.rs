@@ -11,10 +11,16 @@ use std::time::Duration;
 use restinpieces_litestream::backoff::Backoff;
 use restinpieces_litestream::child_logs::LogMode;
 use restinpieces_litestream::handoff::HandoffMode;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use restinpieces_litestream::entrypoint::{self, App, HostSignal};
 use restinpieces_litestream::{
-    binary, check, init, keys, runtime, ConfigStore, Error, Litestream, LitestreamConfig, Options,
-    StopHandle, Strictness,
+    binary, check, init, keys, reaper, runtime, ConfigStore, Error, Litestream, LitestreamConfig,
+    Options, Strictness,
 };
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +104,18 @@ struct RunArgs {
     /// Where litestream's own log lines go: verbatim (to stderr), tracing, or inherit.
     #[arg(long, default_value = "verbatim")]
     litestream_logs: LogMode,
+    /// Before starting, restore each database that does not exist from its replica.
+    #[arg(long)]
+    restore_if_missing: bool,
+    /// Replicate a database without litestream state even though its replica holds backups.
+    #[arg(long)]
+    allow_fresh_db: bool,
+    /// Reap orphaned processes as a child subreaper (automatic when running as PID 1).
+    #[arg(long)]
+    subreaper: bool,
+    /// The application to run once litestream is ready (after `--`).
+    #[arg(last = true)]
+    app: Vec<std::ffi::OsString>,
 }
 
 #[derive(Subcommand)]
@@ -302,7 +320,7 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
                 Ok(bin) => {
                     let base = runtime::base_dir();
                     runtime::ensure_private_dir(&base)?;
-                    let verdict = check::ask_litestream(&bin, &stored.plaintext, &base)?;
+                    let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
                     ok &= verdict.accepted;
                     let word = if verdict.accepted {
                         "accepted"
@@ -357,10 +375,19 @@ fn read_input(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
 fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
     let db = need(&g.db, "db")?;
     let key = need(&g.age_key, "key")?;
+    if !db.exists() {
+        return Err(Error::Usage(format!(
+            "the config store {} does not exist. It cannot be restored from the backup it describes: keep the config in its own small store (--db config.db, safe to ship in the image since it is encrypted) and let --restore-if-missing restore the application database; or recreate it with `rip-litestream init` or `rip-litestream config save`",
+            db.display()
+        )));
+    }
     let stored = ConfigStore::open(db, key)?.load(&g.scope, 0)?;
     let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
     drop(stored);
     config.log_warnings();
+    let grace = args
+        .grace
+        .unwrap_or_else(|| config.shutdown_sync_timeout() + Duration::from_secs(10));
     let options = Options {
         litestream: args.litestream,
         handoff: args.handoff.unwrap_or_default(),
@@ -374,8 +401,19 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         retry_start: args.retry_start,
         logs: args.litestream_logs,
         instance: Some(db.to_path_buf()),
+        restore_if_missing: args.restore_if_missing,
+        allow_fresh_db: args.allow_fresh_db,
         ..Options::default()
     };
+    if args.subreaper {
+        reaper::become_subreaper()
+            .map_err(|e| Error::io("cannot become a child subreaper", "prctl", e))?;
+    }
+    let reap = args.subreaper || reaper::is_pid1();
+    let app = (!args.app.is_empty()).then(|| App {
+        program: args.app[0].clone(),
+        args: args.app[1..].to_vec(),
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -383,24 +421,72 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
     runtime.block_on(async move {
         let mut daemon = Litestream::new(config, options);
-        let stop = daemon.stop_handle();
-        let signals = tokio::spawn(forward_signals(stop));
-        let result = match daemon.start().await {
-            Ok(()) => {
-                tracing::info!(db = %db.display(), "replicating; SIGTERM or SIGINT stops with a final sync");
-                daemon.wait().await
-            }
-            Err(e) => Err(e),
+        let (tx, mut signals) = mpsc::unbounded_channel();
+        let listener = tokio::spawn(listen_for_signals(tx));
+        let app_pid = Arc::new(AtomicU32::new(0));
+        if reap {
+            let (chld_tx, chld_rx) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                if let Ok(mut chld) = signal(SignalKind::child()) {
+                    while chld.recv().await.is_some() && chld_tx.send(()).is_ok() {}
+                }
+            });
+            let status = daemon.status();
+            let app_pid = app_pid.clone();
+            tokio::spawn(reaper::reap_orphans(chld_rx, move || {
+                let mut ours: Vec<u32> = status.borrow().pid.into_iter().collect();
+                ours.push(app_pid.load(Ordering::Relaxed));
+                ours
+            }));
+        }
+        let stop_deadline = grace + Duration::from_secs(5);
+        let result = match app {
+            Some(app) => entrypoint::run(&mut daemon, app, &mut signals, &app_pid, stop_deadline)
+                .await
+                .map(|code| code.clamp(0, 255) as u8),
+            None => supervise_only(&mut daemon, db, &mut signals)
+                .await
+                .map(|()| 0),
         };
-        signals.abort();
-        result.map(|()| 0)
+        listener.abort();
+        result
     })
 }
 
-/// SIGTERM and SIGINT stop the daemon (a second one escalates); SIGHUP is never passed on to
-/// litestream (it would die without its final sync).
-async fn forward_signals(stop: StopHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
+/// `run` without an application: supervise until SIGTERM/SIGINT (a second one escalates).
+async fn supervise_only(
+    daemon: &mut Litestream,
+    db: &Path,
+    signals: &mut mpsc::UnboundedReceiver<HostSignal>,
+) -> Result<(), Error> {
+    let stop = daemon.stop_handle();
+    let forward = async {
+        while let Some(sig) = signals.recv().await {
+            match sig {
+                HostSignal::Hangup => tracing::warn!(
+                    "SIGHUP: config reload is not supported yet; ignored (not passed to litestream)"
+                ),
+                _ => {
+                    tracing::info!(?sig, "stopping");
+                    stop.request();
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let run = async {
+        daemon.start().await?;
+        tracing::info!(db = %db.display(), "replicating; SIGTERM or SIGINT stops with a final sync");
+        daemon.wait().await
+    };
+    tokio::select! {
+        r = run => r,
+        _ = forward => unreachable!("forwarding never ends"),
+    }
+}
+
+/// Passes SIGTERM, SIGINT and SIGHUP on as [`HostSignal`]s.
+async fn listen_for_signals(tx: mpsc::UnboundedSender<HostSignal>) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -410,10 +496,22 @@ async fn forward_signals(stop: StopHandle) {
         return;
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); stop.request() }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); stop.request() }
-            _ = hup.recv() => tracing::warn!("SIGHUP: config reload is not supported yet; ignored (not passed to litestream)"),
+        let sig = tokio::select! {
+            _ = term.recv() => HostSignal::Terminate,
+            _ = int.recv() => HostSignal::Interrupt,
+            _ = hup.recv() => HostSignal::Hangup,
+        };
+        if tx.send(sig).is_err() {
+            return;
         }
     }
+}
+
+/// Runs one future to completion on a small runtime (for the commands that are not `run`).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime")
+        .block_on(f)
 }

@@ -62,6 +62,10 @@ pub struct Options {
     pub startup_window: Duration,
     /// Base of the runtime directories (default: [`crate::runtime::base_dir`]).
     pub runtime_base: Option<PathBuf>,
+    /// Before the first start, restore each missing `path` database from its replica.
+    pub restore_if_missing: bool,
+    /// Replicate a database that has no litestream state even though its replica holds backups.
+    pub allow_fresh_db: bool,
 }
 
 impl Default for Options {
@@ -78,6 +82,8 @@ impl Default for Options {
             instance: None,
             startup_window: Duration::from_secs(1),
             runtime_base: None,
+            restore_if_missing: false,
+            allow_fresh_db: false,
         }
     }
 }
@@ -173,6 +179,15 @@ impl Litestream {
         let runtime = RuntimeDir::for_db_in(&base, &instance)?;
         let lock = InstanceLock::acquire(&runtime.lock_path(), &instance)?;
         runtime.sweep();
+        crate::restore::prepare_databases(
+            &binary,
+            &self.config,
+            self.options.handoff,
+            runtime.path(),
+            self.options.restore_if_missing,
+            self.options.allow_fresh_db,
+        )
+        .await?;
         let rendered = render(&self.config, &runtime.socket_path());
         if rendered.injected {
             let _ = std::fs::remove_file(runtime.socket_path());
@@ -230,13 +245,14 @@ impl Litestream {
         self.join().await
     }
 
+    /// Cancel safe: the task handle is only dropped once the task has ended.
     async fn join(&mut self) -> Result<()> {
-        match self.task.take() {
-            Some(task) => task
-                .await
-                .unwrap_or_else(|e| Err(Error::FinalSync(format!("supervisor task failed: {e}")))),
-            None => Ok(()),
-        }
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        let result = task.await;
+        self.task = None;
+        result.unwrap_or_else(|e| Err(Error::FinalSync(format!("supervisor task failed: {e}"))))
     }
 }
 

@@ -2,6 +2,8 @@
 //! SQLite files and real age keys. `support` holds the shared harness.
 
 mod config_cli;
+mod deploy;
+mod entrypoint;
 mod replication;
 mod supervise;
 mod support;

@@ -73,12 +73,15 @@ pub fn config_yaml(env: &TestEnv, extra_top: &str, replica_extra: &str) -> Strin
     )
 }
 
-/// Writes an executable fake litestream: `version` prints 0.5.17, anything else runs `body`.
+/// Writes an executable fake litestream: `version` prints 0.5.17, `replicate` runs `body`, any
+/// other command succeeds silently.
 pub fn fake_litestream(env: &TestEnv, name: &str, body: &str) -> PathBuf {
     let path = env.path(name);
     std::fs::write(
         &path,
-        format!("#!/bin/sh\nif [ \"$1\" = version ]; then echo 0.5.17; exit 0; fi\n{body}\n"),
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  version) echo 0.5.17; exit 0 ;;\n  replicate) ;;\n  *) exit 0 ;;\nesac\n{body}\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();

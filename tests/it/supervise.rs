@@ -502,10 +502,20 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_with_its_whole_group() {
 #[test]
 fn a_failed_start_with_file_handoff_leaves_no_plaintext() {
     let env = TestEnv::new();
-    let fake = fake_litestream(&env, "fake-fail", "echo 'Error: cannot open store' >&2; exit 1");
+    let fake = fake_litestream(
+        &env,
+        "fake-fail",
+        "echo 'Error: cannot open store' >&2; exit 1",
+    );
     let marker = format!("marker-{}", fastrand_suffix());
     save_config(&env, &config_yaml(&env, &format!("# {marker}\n"), ""));
-    let r = env.run(["run", "--handoff", "file", "--litestream", fake.to_str().unwrap()]);
+    let r = env.run([
+        "run",
+        "--handoff",
+        "file",
+        "--litestream",
+        fake.to_str().unwrap(),
+    ]);
     r.code_is(1).stderr_has("Error: cannot open store");
     let found = files_containing(env.dir.path(), marker.as_bytes());
     assert!(found.is_empty(), "plaintext config left in {found:?}");

@@ -1,0 +1,67 @@
+//! Running a one-off litestream command (`databases`, `restore`, `ltx`) on the stored config,
+//! through the same handoff as the supervisor, so no plaintext is left behind.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use crate::binary::LitestreamBinary;
+use crate::error::{Error, Result};
+use crate::handoff::{inherit_in_child, Handoff, HandoffMode};
+
+/// Runs `litestream SUBCOMMAND -no-expand-env -config <handoff> ARGS...` on `yaml`, with its
+/// output captured, killed after `timeout`.
+pub async fn run(
+    bin: &LitestreamBinary,
+    subcommand: &str,
+    yaml: &[u8],
+    mode: HandoffMode,
+    private_parent: &Path,
+    args: &[OsString],
+    timeout: Duration,
+) -> Result<Output> {
+    let handoff = Handoff::create(mode, yaml, private_parent)?;
+    let mut std_cmd = std::process::Command::new(&bin.path);
+    std_cmd
+        .arg(subcommand)
+        .arg("-no-expand-env")
+        .arg("-config")
+        .arg(handoff.config_arg())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RIP_") {
+            std_cmd.env_remove(name);
+        }
+    }
+    if let Some(fd) = handoff.inherited_fd() {
+        // SAFETY: the closure only calls `inherit_in_child`, which is async-signal-safe.
+        unsafe {
+            std_cmd.pre_exec(move || inherit_in_child(fd));
+        }
+    }
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Litestream(format!("{} cannot be run: {e}", bin.path.display())))?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    drop(handoff);
+    match output {
+        Ok(out) => out.map_err(|e| Error::io("cannot wait for", &bin.path, e)),
+        Err(_) => Err(Error::Litestream(format!(
+            "{subcommand} did not finish within {timeout:?}"
+        ))),
+    }
+}
+
+/// stdout and stderr of `out`, joined, trimmed.
+pub fn text(out: &Output) -> String {
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    s.trim_end().to_string()
+}
