@@ -35,7 +35,10 @@
 //! - [`entrypoint`]: `run -- APP`: litestream and the application side by side;
 //! - [`reaper`]: collecting orphaned zombies as PID 1;
 //! - [`lock`]: the single-instance guard;
-//! - [`status`]: the published [`Status`].
+//! - [`health`]: the HTTP health endpoint and systemd notifications;
+//! - [`doctor`]: checks a database for replication; [`pragmas`]: recommended connection settings;
+//! - [`status`]: the published [`Status`] and its health;
+//! - [`verify`]: proving a backup restorable and current.
 //!
 //! [litestream]: https://litestream.io
 
@@ -45,13 +48,16 @@ pub mod check;
 pub mod child_logs;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod entrypoint;
 mod error;
 pub mod handoff;
+pub mod health;
 pub mod init;
 pub mod keys;
 pub mod lock;
 pub mod oneshot;
+pub mod pragmas;
 pub mod reaper;
 pub mod render;
 pub mod restore;
@@ -59,6 +65,7 @@ pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+pub mod verify;
 
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};

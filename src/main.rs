@@ -14,10 +14,14 @@ use restinpieces_litestream::handoff::HandoffMode;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use restinpieces_litestream::config::DbTarget;
+use restinpieces_litestream::control::ControlClient;
 use restinpieces_litestream::entrypoint::{self, App, HostSignal};
+use restinpieces_litestream::restore::{self, RestoreRequest};
+use restinpieces_litestream::status::state_word;
 use restinpieces_litestream::{
-    binary, check, init, keys, reaper, runtime, ConfigStore, Error, Litestream, LitestreamConfig,
-    Options, Strictness,
+    binary, check, doctor, health, init, keys, lock, reaper, render, runtime, verify, ConfigStore,
+    Error, Litestream, LitestreamConfig, Options, Strictness,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -76,6 +80,56 @@ enum Command {
     Config(ConfigCommand),
     /// Supervise litestream with the stored config until SIGTERM/SIGINT.
     Run(RunArgs),
+    /// Restore a database from its replica with the stored config.
+    Restore(RestoreArgs),
+    /// Prove the backup restorable and current: ok (0), failed (1) or inconclusive (3).
+    Verify(VerifyArgs),
+    /// State of the supervisor running for --db: exit 0 when healthy, 1 otherwise.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a database for replication (WAL mode, other users, litestream state, size).
+    Doctor { db: PathBuf },
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Where to write it (default: the database's own path).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Point in time (RFC 3339), e.g. 2026-11-25T12:00:00Z.
+    #[arg(long)]
+    timestamp: Option<String>,
+    /// Transaction id (16 hex digits).
+    #[arg(long)]
+    txid: Option<String>,
+    /// No backup is not an error.
+    #[arg(long)]
+    if_replica_exists: bool,
+    /// Do nothing when the output already exists.
+    #[arg(long)]
+    if_db_not_exists: bool,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    litestream: Option<PathBuf>,
+    /// The database, as named in the config.
+    db: PathBuf,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// How long the replica may take to catch up before the verdict is inconclusive.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    timeout: Duration,
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    litestream: Option<PathBuf>,
+    /// The database (default: the config's only one).
+    db: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -113,6 +167,12 @@ struct RunArgs {
     /// Reap orphaned processes as a child subreaper (automatic when running as PID 1).
     #[arg(long)]
     subreaper: bool,
+    /// Serve GET /healthz and /readyz on this address (e.g. 127.0.0.1:8089).
+    #[arg(long)]
+    health_addr: Option<std::net::SocketAddr>,
+    /// Verify the backup this often (e.g. 1h); the last result shows in `status`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    verify_every: Option<Duration>,
     /// The application to run once litestream is ready (after `--`).
     #[arg(last = true)]
     app: Vec<std::ffi::OsString>,
@@ -233,6 +293,10 @@ fn run(cli: Cli) -> Result<u8, Error> {
         }
         Command::Config(cmd) => config_command(g, cmd),
         Command::Run(args) => run_command(g, args),
+        Command::Restore(args) => restore_command(g, args),
+        Command::Verify(args) => verify_command(g, args),
+        Command::Status { json } => status_command(g, json),
+        Command::Doctor { db } => doctor_command(&db),
     }
 }
 
@@ -374,17 +438,13 @@ fn read_input(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
 
 fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
     let db = need(&g.db, "db")?;
-    let key = need(&g.age_key, "key")?;
     if !db.exists() {
         return Err(Error::Usage(format!(
             "the config store {} does not exist. It cannot be restored from the backup it describes: keep the config in its own small store (--db config.db, safe to ship in the image since it is encrypted) and let --restore-if-missing restore the application database; or recreate it with `rip-litestream init` or `rip-litestream config save`",
             db.display()
         )));
     }
-    let stored = ConfigStore::open(db, key)?.load(&g.scope, 0)?;
-    let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
-    drop(stored);
-    config.log_warnings();
+    let (config, config_id) = load_config(g)?;
     let grace = args
         .grace
         .unwrap_or_else(|| config.shutdown_sync_timeout() + Duration::from_secs(10));
@@ -403,6 +463,8 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         instance: Some(db.to_path_buf()),
         restore_if_missing: args.restore_if_missing,
         allow_fresh_db: args.allow_fresh_db,
+        verify_every: args.verify_every,
+        config_id: Some(config_id),
         ..Options::default()
     };
     if args.subreaper {
@@ -424,6 +486,11 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         let (tx, mut signals) = mpsc::unbounded_channel();
         let listener = tokio::spawn(listen_for_signals(tx));
         let app_pid = Arc::new(AtomicU32::new(0));
+        let health = match args.health_addr {
+            Some(addr) => Some(health::serve(addr, daemon.status()).await?),
+            None => None,
+        };
+        tokio::spawn(health::notify_systemd(daemon.status()));
         if reap {
             let (chld_tx, chld_rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
@@ -449,6 +516,9 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
                 .map(|()| 0),
         };
         listener.abort();
+        if let Some(h) = health {
+            h.abort();
+        }
         result
     })
 }
@@ -514,4 +584,233 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("cannot start the async runtime")
         .block_on(f)
+}
+
+/// The stored config (generation 0), validated, with its warnings logged.
+fn load_config(g: &Global) -> Result<(LitestreamConfig, i64), Error> {
+    let db = need(&g.db, "db")?;
+    let key = need(&g.age_key, "key")?;
+    let stored = ConfigStore::open(db, key)?.load(&g.scope, 0)?;
+    let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
+    config.log_warnings();
+    Ok((config, stored.id))
+}
+
+/// The database of the config that `arg` names (or the only one when `arg` is absent).
+fn pick_db(config: &LitestreamConfig, arg: Option<&Path>) -> Result<PathBuf, Error> {
+    let paths: Vec<&PathBuf> = config
+        .dbs()
+        .iter()
+        .filter_map(|d| match d {
+            DbTarget::Path(p) => Some(p),
+            DbTarget::Dir { .. } => None,
+        })
+        .collect();
+    let listed = || {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match arg {
+        None if paths.len() == 1 => Ok(paths[0].clone()),
+        None => Err(Error::Usage(format!(
+            "name the database: the config replicates {}",
+            listed()
+        ))),
+        Some(a) => {
+            let want = runtime::absolute(a)?;
+            let in_dir = config.dbs().iter().any(|d| {
+                matches!(d, DbTarget::Dir { dir, .. } if runtime::absolute(dir).is_ok_and(|d| want.starts_with(d)))
+            });
+            paths
+                .iter()
+                .find(|p| runtime::absolute(p).is_ok_and(|p| p == want))
+                .map(|p| (*p).clone())
+                .or_else(|| in_dir.then(|| a.to_path_buf()))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{} is not in the stored config (it replicates {})",
+                        a.display(),
+                        listed()
+                    ))
+                })
+        }
+    }
+}
+
+/// A private directory for handoffs of one-off commands.
+fn private_base() -> Result<PathBuf, Error> {
+    let base = runtime::base_dir();
+    runtime::ensure_private_dir(&base)?;
+    Ok(base)
+}
+
+fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
+    let (config, _) = load_config(g)?;
+    let db = pick_db(&config, Some(&args.db))?;
+    let output = args.output.clone().unwrap_or_else(|| db.clone());
+    if args.if_db_not_exists && output.exists() {
+        eprintln!("{} exists: nothing restored", output.display());
+        return Ok(0);
+    }
+    let bin = binary::find(args.litestream.as_deref())?;
+    let req = RestoreRequest {
+        db,
+        output: Some(output.clone()),
+        timestamp: args.timestamp,
+        txid: args.txid,
+        if_replica_exists: args.if_replica_exists,
+        force: args.force,
+    };
+    let base = private_base()?;
+    let done = block_on(restore::restore(
+        &bin,
+        &config,
+        HandoffMode::default(),
+        &base,
+        &req,
+    ))?;
+    if !done.restored {
+        eprintln!("no backup found in the replica: nothing restored");
+        return Ok(0);
+    }
+    verify::integrity(&output).map_err(|why| Error::RestoreFailed {
+        db: output.clone(),
+        reason: format!("integrity_check: {why}"),
+    })?;
+    let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    let point = match (&req.timestamp, done.txid) {
+        (Some(t), Some(x)) => format!("as of {t} (txid {x:016x})"),
+        (Some(t), None) => format!("as of {t}"),
+        (None, Some(x)) => format!("txid {x:016x}"),
+        (None, None) => "latest".into(),
+    };
+    println!(
+        "restored {} to {}: {point}, {size} bytes, integrity_check ok",
+        req.db.display(),
+        output.display()
+    );
+    Ok(0)
+}
+
+/// The control socket of a supervisor running for the store `--db`, when one runs.
+fn running_control(g: &Global, config: &LitestreamConfig) -> Option<ControlClient> {
+    let store = g.db.as_deref()?;
+    let dir = runtime::RuntimeDir::path_for(store).ok()?;
+    lock::holder(&dir.join("lock"))?;
+    let rendered = render::render(config, &dir.join("control.sock"));
+    rendered
+        .socket
+        .filter(|s| s.exists())
+        .map(ControlClient::new)
+}
+
+fn verify_command(g: &Global, args: VerifyArgs) -> Result<u8, Error> {
+    let (config, _) = load_config(g)?;
+    let db = pick_db(&config, args.db.as_deref())?;
+    let bin = binary::find(args.litestream.as_deref())?;
+    let control = running_control(g, &config);
+    let base = private_base()?;
+    let report = block_on(verify::verify(
+        &bin,
+        &config,
+        &db,
+        control.as_ref(),
+        HandoffMode::default(),
+        &base,
+        args.timeout,
+    ))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serialises")
+        );
+    } else {
+        let word = serde_json::to_value(report.outcome).expect("outcome serialises");
+        let lag = report
+            .lag_txids
+            .map(|l| format!(", {l} transaction(s) behind"))
+            .unwrap_or_default();
+        println!(
+            "{}: {}{lag}: {}",
+            db.display(),
+            word.as_str().unwrap_or("?"),
+            report.reason
+        );
+    }
+    Ok(report.outcome.exit_code())
+}
+
+fn status_command(g: &Global, json: bool) -> Result<u8, Error> {
+    let store = need(&g.db, "db")?;
+    let dir = runtime::RuntimeDir::path_for(store)?;
+    if lock::holder(&dir.join("lock")).is_none() {
+        eprintln!(
+            "no rip-litestream is running for {} (nothing holds {})",
+            store.display(),
+            dir.join("lock").display()
+        );
+        return Ok(1);
+    }
+    let text = std::fs::read_to_string(dir.join("status.json")).map_err(|e| {
+        Error::io(
+            "cannot read the supervisor's status",
+            dir.join("status.json"),
+            e,
+        )
+    })?;
+    let status: restinpieces_litestream::Status = serde_json::from_str(&text)
+        .map_err(|e| Error::Usage(format!("unreadable status file: {e}")))?;
+    let now = std::time::SystemTime::now();
+    let health = status.health(now);
+    if json {
+        let mut v = serde_json::to_value(&status).expect("status serialises");
+        v["healthy"] = health.is_ok().into();
+        if let Err(why) = &health {
+            v["reason"] = why.clone().into();
+        }
+        println!("{v}");
+    } else {
+        let pid = status.pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
+        println!(
+            "state: {} ({pid}{} restart(s))",
+            state_word(&status.state),
+            status.restarts
+        );
+        if let Some(id) = status.config_id {
+            println!("config: row id {id}");
+        }
+        if let Some(exit) = &status.last_exit {
+            println!("last exit: pid {} {exit}", exit.pid);
+        }
+        for d in &status.databases {
+            let lag = d
+                .lag(now)
+                .map(|l| format!("last sync {:.1}s ago", l.as_secs_f64()))
+                .unwrap_or_else(|| "never synced".into());
+            let txid = d.txid.map(|t| format!(", txid {t}")).unwrap_or_default();
+            println!("{}: {}, {lag}{txid}", d.path, d.status);
+        }
+        if let Some(v) = &status.last_verify {
+            println!("last verify: {:?}: {}", v.outcome, v.reason);
+        }
+        match &health {
+            Ok(()) => println!("healthy"),
+            Err(why) => println!("unhealthy: {why}"),
+        }
+    }
+    Ok(if health.is_ok() { 0 } else { 1 })
+}
+
+fn doctor_command(db: &Path) -> Result<u8, Error> {
+    let checks = doctor::examine(db)?;
+    let mut must_change = false;
+    for c in &checks {
+        let mark = if c.ok { "ok  " } else { "FIX " };
+        println!("{mark} {}: {}", c.name, c.detail);
+        must_change |= c.required && !c.ok;
+    }
+    Ok(if must_change { 1 } else { 0 })
 }

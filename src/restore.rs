@@ -38,6 +38,8 @@ pub struct Restored {
     pub restored: bool,
     /// The output path.
     pub output: PathBuf,
+    /// The transaction the restored database reached (from litestream's JSON summary).
+    pub txid: Option<u64>,
     /// litestream's output.
     pub log: String,
 }
@@ -57,7 +59,7 @@ pub async fn restore(
             output.display()
         )));
     }
-    let mut args: Vec<OsString> = vec!["-integrity-check".into(), "full".into()];
+    let mut args: Vec<OsString> = vec!["-json".into(), "-integrity-check".into(), "full".into()];
     args.extend(["-o".into(), output.clone().into_os_string()]);
     if let Some(t) = &req.timestamp {
         args.extend(["-timestamp".into(), t.into()]);
@@ -89,9 +91,17 @@ pub async fn restore(
             reason: log,
         });
     }
+    let summary: Option<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .find('{')
+        .and_then(|i| serde_json::from_slice(&out.stdout[i..]).ok());
+    let txid = summary
+        .as_ref()
+        .and_then(|s| s["txid"].as_str())
+        .and_then(|t| u64::from_str_radix(t, 16).ok());
     Ok(Restored {
         restored: output.exists(),
         output,
+        txid,
         log,
     })
 }

@@ -56,6 +56,11 @@ impl RuntimeDir {
         self.path.join("control.sock")
     }
 
+    /// The status file `rip-litestream status` reads.
+    pub fn status_path(&self) -> PathBuf {
+        self.path.join("status.json")
+    }
+
     /// The single-instance lock file.
     pub fn lock_path(&self) -> PathBuf {
         self.path.join("lock")

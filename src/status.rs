@@ -1,9 +1,12 @@
-//! The supervisor's state as others see it: published on a `watch` channel.
+//! The supervisor's state as others see it: published on a `watch` channel, written to
+//! `status.json` in the runtime directory for `rip-litestream status`, and judged healthy or not.
 
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 /// What the supervisor is doing.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum State {
     /// litestream was spawned and is not ready yet.
@@ -12,7 +15,7 @@ pub enum State {
     Ready,
     /// litestream exited; the next start is at `until`.
     Backoff {
-        #[serde(with = "crate::status::rfc3339")]
+        #[serde(with = "rfc3339")]
         until: SystemTime,
         attempt: u32,
     },
@@ -25,7 +28,7 @@ pub enum State {
 }
 
 /// How a litestream process ended.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitInfo {
     /// Its pid.
     pub pid: u32,
@@ -34,10 +37,10 @@ pub struct ExitInfo {
     /// The signal, when a signal ended it.
     pub signal: Option<i32>,
     /// When it ended.
-    #[serde(with = "crate::status::rfc3339")]
+    #[serde(with = "rfc3339")]
     pub at: SystemTime,
     /// How long it ran.
-    #[serde(with = "crate::status::secs")]
+    #[serde(with = "secs")]
     pub ran_for: Duration,
     /// Its last output lines.
     pub last_lines: Vec<String>,
@@ -54,8 +57,31 @@ impl std::fmt::Display for ExitInfo {
     }
 }
 
+/// One database as litestream reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DbStatus {
+    /// Its path.
+    pub path: String,
+    /// litestream's word for it (`replicating`, ...).
+    pub status: String,
+    /// When litestream last synced it to the replica (it does so every sync interval, even
+    /// when idle).
+    #[serde(with = "rfc3339_opt")]
+    pub last_sync_at: Option<SystemTime>,
+    /// The local transaction id litestream has reached.
+    pub txid: Option<u64>,
+}
+
+impl DbStatus {
+    /// How long ago the last sync was.
+    pub fn lag(&self, now: SystemTime) -> Option<Duration> {
+        self.last_sync_at
+            .map(|t| now.duration_since(t).unwrap_or_default())
+    }
+}
+
 /// A snapshot of the supervisor.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// What it is doing.
     #[serde(flatten)]
@@ -68,6 +94,21 @@ pub struct Status {
     pub last_exit: Option<ExitInfo>,
     /// litestream log lines dropped because our stderr was not read fast enough.
     pub dropped_log_lines: u64,
+    /// When the running litestream became ready.
+    #[serde(with = "rfc3339_opt")]
+    pub ready_since: Option<SystemTime>,
+    /// The databases, as last polled over the control socket.
+    pub databases: Vec<DbStatus>,
+    /// A database counts as stalled when its last sync is older than this.
+    #[serde(with = "secs")]
+    pub stall_after: Duration,
+    /// The config generation in use (its row id in the store), when known.
+    pub config_id: Option<i64>,
+    /// The last `verify` result, with `run --verify-every`.
+    pub last_verify: Option<crate::verify::VerifyReport>,
+    /// When this snapshot was taken.
+    #[serde(with = "rfc3339")]
+    pub updated_at: SystemTime,
 }
 
 impl Default for Status {
@@ -78,20 +119,120 @@ impl Default for Status {
             restarts: 0,
             last_exit: None,
             dropped_log_lines: 0,
+            ready_since: None,
+            databases: Vec::new(),
+            stall_after: Duration::from_secs(10),
+            config_id: None,
+            last_verify: None,
+            updated_at: SystemTime::now(),
         }
+    }
+}
+
+impl Status {
+    /// Databases whose last sync (or, before the first one, litestream's start) is older than
+    /// `stall_after` at `now`.
+    pub fn stalled(&self, now: SystemTime) -> Vec<&DbStatus> {
+        let since_ready = self
+            .ready_since
+            .map(|t| now.duration_since(t).unwrap_or_default());
+        self.databases
+            .iter()
+            .filter(|d| {
+                d.lag(now)
+                    .or(since_ready)
+                    .is_some_and(|lag| lag > self.stall_after)
+            })
+            .collect()
+    }
+
+    /// Healthy: litestream is ready and every database synced recently. Otherwise, why not.
+    pub fn health(&self, now: SystemTime) -> Result<(), String> {
+        if self.state != State::Ready {
+            return Err(match &self.state {
+                State::Backoff { attempt, .. } => {
+                    format!("litestream is restarting (attempt {attempt})")
+                }
+                State::Failed { reason } => format!("failed: {reason}"),
+                other => format!("litestream is not ready ({})", state_word(other)),
+            });
+        }
+        let stalled = self.stalled(now);
+        if !stalled.is_empty() {
+            let names: Vec<String> = stalled
+                .iter()
+                .map(|d| match d.lag(now) {
+                    Some(lag) => format!("{} (last sync {:.0?} ago)", d.path, lag),
+                    None => format!("{} (never synced)", d.path),
+                })
+                .collect();
+            return Err(format!("stalled: {}", names.join(", ")));
+        }
+        Ok(())
+    }
+}
+
+/// The state's name, as in JSON.
+pub fn state_word(state: &State) -> &'static str {
+    match state {
+        State::Starting => "starting",
+        State::Ready => "ready",
+        State::Backoff { .. } => "backoff",
+        State::Stopping => "stopping",
+        State::Stopped => "stopped",
+        State::Failed { .. } => "failed",
     }
 }
 
 pub(crate) mod rfc3339 {
     use std::time::SystemTime;
+
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text: String = serde::Deserialize::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+pub(crate) mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<SystemTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        let text: Option<String> = serde::Deserialize::deserialize(d)?;
+        text.map(|t| humantime::parse_rfc3339_weak(&t).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
 pub(crate) mod secs {
     use std::time::Duration;
+
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
+
+/// Parses litestream's RFC 3339 timestamps (nanosecond precision, `Z`).
+pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text).ok()
 }

@@ -32,7 +32,7 @@ use crate::handoff::{Handoff, HandoffMode};
 use crate::lock::InstanceLock;
 use crate::render::{render, Rendered};
 use crate::runtime::RuntimeDir;
-use crate::status::{ExitInfo, State, Status};
+use crate::status::{DbStatus, ExitInfo, State, Status};
 use child::LitestreamChild;
 
 /// How the daemon runs litestream. `Default` gives the documented defaults.
@@ -66,6 +66,11 @@ pub struct Options {
     pub restore_if_missing: bool,
     /// Replicate a database that has no litestream state even though its replica holds backups.
     pub allow_fresh_db: bool,
+    /// Run `verify` on every `path` database this often while ready; the last result is in the
+    /// status.
+    pub verify_every: Option<Duration>,
+    /// The store row id of the config in use, shown in the status.
+    pub config_id: Option<i64>,
 }
 
 impl Default for Options {
@@ -84,6 +89,8 @@ impl Default for Options {
             runtime_base: None,
             restore_if_missing: false,
             allow_fresh_db: false,
+            verify_every: None,
+            config_id: None,
         }
     }
 }
@@ -192,6 +199,15 @@ impl Litestream {
         if rendered.injected {
             let _ = std::fs::remove_file(runtime.socket_path());
         }
+        let sync_interval = self
+            .config
+            .sync_interval()
+            .unwrap_or(Duration::from_secs(1));
+        self.status_tx.send_modify(|s| {
+            s.stall_after = (sync_interval * 3).max(Duration::from_secs(10));
+            s.config_id = self.options.config_id;
+        });
+        tokio::spawn(write_status_file(self.status(), runtime.status_path()));
         let supervisor = Supervisor {
             binary,
             runtime,
@@ -303,6 +319,64 @@ enum Outcome {
 
 impl Supervisor {
     async fn run(mut self) -> Result<()> {
+        let verifier = self
+            .options
+            .verify_every
+            .map(|every| tokio::spawn(self.verify_loop(every)));
+        let result = self.supervise().await;
+        if let Some(v) = verifier {
+            v.abort();
+        }
+        result
+    }
+
+    /// Verifies every `path` database each `every` while litestream is ready.
+    fn verify_loop(&self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let (binary, config, status) = (
+            self.binary.clone(),
+            self.config.clone(),
+            self.status.clone(),
+        );
+        let (runtime, control, mode) = (
+            self.runtime.path().to_path_buf(),
+            self.control(),
+            self.options.handoff,
+        );
+        async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if status.borrow().state != State::Ready {
+                    continue;
+                }
+                for db in config.dbs() {
+                    let DbTarget::Path(db) = db else { continue };
+                    let timeout = Duration::from_secs(60);
+                    match crate::verify::verify(
+                        &binary,
+                        &config,
+                        db,
+                        control.as_ref(),
+                        mode,
+                        &runtime,
+                        timeout,
+                    )
+                    .await
+                    {
+                        Ok(report) => {
+                            tracing::info!(db = %db.display(), outcome = ?report.outcome, reason = %report.reason, "verify");
+                            status.send_modify(|s| s.last_verify = Some(report));
+                        }
+                        Err(e) => {
+                            tracing::warn!(db = %db.display(), error = %e, "verify could not run")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn supervise(&mut self) -> Result<()> {
         let mut attempt = 0u32;
         let mut exits: VecDeque<Instant> = VecDeque::new();
         let mut ever_ready = false;
@@ -389,6 +463,7 @@ impl Supervisor {
     fn set(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(|s| {
             f(s);
+            s.updated_at = SystemTime::now();
             s.dropped_log_lines = self.logs.state().dropped();
         });
     }
@@ -444,7 +519,11 @@ impl Supervisor {
             ms = child.started.elapsed().as_millis() as u64,
             "litestream ready"
         );
-        self.set(|s| s.state = State::Ready);
+        self.set(|s| {
+            s.state = State::Ready;
+            s.ready_since = Some(SystemTime::now());
+            s.databases.clear();
+        });
 
         // Sync once right away: litestream then has initialised every database, so even if this
         // supervisor dies, its final sync on SIGTERM (parent-death signal) is not skipped; and the
@@ -457,13 +536,23 @@ impl Supervisor {
             }
             std::future::pending::<()>().await
         };
-        tokio::select! {
-            status = child.wait() => {
-                let info = child.finish(status, &self.logs).await;
-                Ok(Outcome::Exited { info, was_ready: true })
+        tokio::pin!(initial_sync);
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let info = child.finish(status, &self.logs).await;
+                    return Ok(Outcome::Exited { info, was_ready: true });
+                }
+                _ = self.stop_rx.recv() => return Ok(Outcome::Stopped(self.stop_child(child, true).await)),
+                _ = &mut initial_sync => unreachable!("the initial sync future never completes"),
+                _ = poll.tick() => if let Some(c) = &control {
+                    if let Some(dbs) = poll_databases(c).await {
+                        self.set(|s| s.databases = dbs);
+                    }
+                },
             }
-            _ = self.stop_rx.recv() => Ok(Outcome::Stopped(self.stop_child(child, true).await)),
-            _ = initial_sync => unreachable!("the initial sync future never completes"),
         }
     }
 
@@ -539,6 +628,72 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// Writes each new status to `path` (0600, replaced atomically) for `rip-litestream status`.
+async fn write_status_file(mut rx: watch::Receiver<Status>, path: PathBuf) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("json.tmp");
+    loop {
+        let json = serde_json::to_vec_pretty(&*rx.borrow_and_update()).expect("status serialises");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&json))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::debug!(path = %path.display(), error = %e, "cannot write the status file");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How often the databases' last sync is read over the control socket while ready.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// Each database's last sync (`/list`) and local transaction (`/txid`); `None` when litestream
+/// does not answer in time (with an unreachable S3 replica `/list` hangs: the old values stay,
+/// and age into "stalled").
+async fn poll_databases(control: &ControlClient) -> Option<Vec<DbStatus>> {
+    let list = control.get("/list", Duration::from_secs(1)).await.ok()?;
+    let mut dbs = Vec::new();
+    for d in list["databases"].as_array()? {
+        let path = d["path"].as_str().unwrap_or_default().to_string();
+        let query = format!("/txid?path={}", percent_encode(&path));
+        let txid = control
+            .get(&query, Duration::from_millis(500))
+            .await
+            .ok()
+            .and_then(|t| t["txid"].as_u64());
+        dbs.push(DbStatus {
+            last_sync_at: d["last_sync_at"]
+                .as_str()
+                .and_then(crate::status::parse_time),
+            status: d["status"].as_str().unwrap_or_default().to_string(),
+            path,
+            txid,
+        });
+    }
+    Some(dbs)
+}
+
+/// Percent-encodes a path for a query string.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Asks litestream to sync every database it knows and wait for the replica.

@@ -1,0 +1,294 @@
+//! Operations with the real litestream: restore and verify from the stored config, status,
+//! health endpoint, systemd notification, doctor.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use crate::replication::*;
+use crate::support::{wait_for, TestEnv};
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn run(env: &TestEnv, args: &[&str]) -> Background {
+    let mut cmd = env.cmd(["run"]);
+    cmd.args(args);
+    spawn(env, cmd)
+}
+
+fn wait_ready(env: &TestEnv) {
+    wait_for("litestream ready", LONG, || {
+        run_stderr(env).contains("litestream ready")
+    });
+}
+
+fn litestream_child(sup: &Background) -> u32 {
+    let kids = children_of(sup.pid());
+    assert_eq!(kids.len(), 1, "{kids:?}");
+    kids[0]
+}
+
+/// Waits until the replica has caught up with everything written so far.
+fn synced(env: &TestEnv) {
+    wait_for("verify ok", LONG, || {
+        env.run(["verify", "--timeout", "5s"]).code() == 0
+    });
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn restore_gives_the_same_rows_refuses_to_overwrite_and_leaves_no_plaintext() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 200);
+    let marker = format!("marker-{}", std::process::id());
+    save_config(&env, &config_yaml(&env, &format!("# {marker}\n"), ""));
+    let mut sup = run(&env, &[]);
+    wait_ready(&env);
+    insert(&env.db(), 200, 300);
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    let out = env.path("restored.db");
+    let r = env.run([
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        env.db().to_str().unwrap(),
+    ]);
+    r.success().stdout_has("integrity_check ok");
+    assert_eq!(rows(&out), rows(&env.db()));
+    assert_eq!(rows(&out).len(), 300);
+    let before = std::fs::read(&out).unwrap();
+    let again = env.run([
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        env.db().to_str().unwrap(),
+    ]);
+    again.code_is(2).stderr_has("--force");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    for dir in [
+        env.dir.path(),
+        std::path::Path::new("/dev/shm"),
+        &std::env::temp_dir(),
+    ] {
+        assert!(
+            files_containing(dir, marker.as_bytes()).is_empty(),
+            "plaintext config left in {dir:?}"
+        );
+    }
+}
+
+#[test]
+fn point_in_time_restore_returns_the_earlier_state() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 10);
+    save_config(&env, &config_yaml(&env, "", ""));
+    let mut sup = run(&env, &[]);
+    wait_ready(&env);
+    synced(&env);
+    // A moment strictly between the two batches, on whole seconds either side.
+    std::thread::sleep(Duration::from_millis(1100));
+    let between = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    insert(&env.db(), 10, 20);
+    synced(&env);
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    let out = env.path("earlier.db");
+    env.run([
+        "restore",
+        "--timestamp",
+        &between,
+        "-o",
+        out.to_str().unwrap(),
+        env.db().to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(rows(&out).len(), 10, "restored as of {between}");
+}
+
+#[test]
+fn verify_is_ok_when_healthy_and_failed_when_the_replica_lost_its_files() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 50);
+    save_config(&env, &config_yaml(&env, "", ""));
+    let mut sup = run(&env, &[]);
+    wait_ready(&env);
+    insert(&env.db(), 50, 60);
+    let r = env.run(["verify", "--timeout", "20s"]);
+    r.code_is(0).stdout_has(": ok");
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    // The replica loses its LTX files.
+    for entry in walk(&env.path("replica")) {
+        if entry.extension().is_some_and(|e| e == "ltx") {
+            std::fs::remove_file(entry).unwrap();
+        }
+    }
+    let r = env.run(["verify", "--timeout", "5s"]);
+    r.code_is(1).stdout_has("failed");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn verify_is_inconclusive_when_the_replica_cannot_keep_up() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 1);
+    save_config(&env, &config_yaml(&env, "", "      sync-interval: 1s\n"));
+    let mut sup = run(&env, &[]);
+    wait_ready(&env);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (env.db(), stop.clone());
+        std::thread::spawn(move || {
+            let c = open(&db);
+            let mut i = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.execute("INSERT INTO t (id, body) VALUES (?, 'x')", [i])
+                    .unwrap();
+                i += 1;
+            }
+        })
+    };
+    let r = env.run(["verify", "--timeout", "2s"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    r.code_is(3).stdout_has("inconclusive");
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+}
+
+#[test]
+fn status_and_healthz_follow_backoff_and_recovery() {
+    let env = TestEnv::new();
+    save_config(&env, &config_yaml(&env, "", ""));
+    env.run(["status"]).code_is(1);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut sup = run(&env, &["--health-addr", &addr, "--backoff-initial", "4s"]);
+    wait_ready(&env);
+    wait_for("healthy status", LONG, || env.run(["status"]).code() == 0);
+    let json = env.run(["status", "--json"]);
+    json.success();
+    let v: serde_json::Value = serde_json::from_str(json.stdout().trim()).unwrap();
+    assert_eq!(v["state"], "ready");
+    let dbs = v["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1);
+    assert_eq!(
+        dbs[0]["path"].as_str().unwrap(),
+        std::fs::canonicalize(env.db()).unwrap().to_str().unwrap()
+    );
+    assert_eq!(http_get(port, "/healthz").0, 200);
+
+    let child = litestream_child(&sup);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("backoff in status", LONG, || {
+        env.run(["status"]).code() == 1
+    });
+    let (code, body) = http_get(port, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("backoff"), "{body}");
+    assert!(env.run(["status"]).stdout().contains("backoff"));
+    wait_for("healthy again", LONG, || {
+        http_get(port, "/healthz").0 == 200
+    });
+    assert_eq!(env.run(["status"]).code(), 0);
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    env.run(["status"])
+        .code_is(1)
+        .stderr_has("no rip-litestream is running");
+}
+
+#[test]
+fn systemd_gets_ready_and_stopping() {
+    let env = TestEnv::new();
+    save_config(&env, &config_yaml(&env, "", ""));
+    let sock_path = env.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(LONG)).unwrap();
+    let mut cmd = env.cmd(["run"]);
+    cmd.env("NOTIFY_SOCKET", &sock_path);
+    let mut sup = spawn(&env, cmd);
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    while !received.contains("READY=1") {
+        let n = sock.recv(&mut buf).expect("no READY=1 within the timeout");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        run_stderr(&env).contains("litestream ready"),
+        "READY=1 before litestream was ready"
+    );
+    sup.signal("TERM");
+    while !received.contains("STOPPING=1") {
+        let n = sock
+            .recv(&mut buf)
+            .expect("no STOPPING=1 within the timeout");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(sup.wait_code(LONG), Some(0));
+}
+
+#[test]
+fn doctor_flags_a_database_not_in_wal_mode() {
+    let env = TestEnv::new();
+    let db = env.path("rollback.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (a)")
+        .unwrap();
+    let r = env.run(["doctor", db.to_str().unwrap()]);
+    r.code_is(1).stdout_has("FIX  journal mode");
+    insert(&env.db(), 0, 1);
+    env.run(["doctor", env.db().to_str().unwrap()])
+        .success()
+        .stdout_has("ok   journal mode: WAL");
+}
+
+#[test]
+fn pragmas_make_a_database_ready_for_replication() {
+    let env = TestEnv::new();
+    let db = env.path("fresh.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    restinpieces_litestream::pragmas::apply_recommended(&conn).unwrap();
+    conn.execute_batch("CREATE TABLE x (a)").unwrap();
+    drop(conn);
+    env.run(["doctor", db.to_str().unwrap()]).success();
+}
