@@ -36,6 +36,6 @@ pub async fn ask_litestream(
     .await?;
     Ok(LitestreamVerdict {
         accepted: out.status.success(),
-        output: oneshot::text(&out),
+        output: oneshot::text(&out, yaml),
     })
 }

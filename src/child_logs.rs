@@ -104,13 +104,15 @@ impl LogState {
 #[derive(Debug, Clone)]
 pub struct LogForwarder {
     mode: LogMode,
+    redactor: crate::redact::Redactor,
     state: Arc<LogState>,
     tx: Option<SyncSender<(Stream, String)>>,
 }
 
 impl LogForwarder {
-    /// Starts the writer thread (none for `Inherit`).
-    pub fn new(mode: LogMode) -> Self {
+    /// Starts the writer thread (none for `Inherit`). Every line goes through `redactor` before
+    /// it is kept or forwarded.
+    pub fn new(mode: LogMode, redactor: crate::redact::Redactor) -> Self {
         let state = Arc::new(LogState::default());
         let tx = (mode != LogMode::Inherit).then(|| {
             let (tx, rx) = sync_channel(QUEUE);
@@ -121,7 +123,12 @@ impl LogForwarder {
                 .expect("cannot start the log writer thread");
             tx
         });
-        LogForwarder { mode, state, tx }
+        LogForwarder {
+            mode,
+            redactor,
+            state,
+            tx,
+        }
     }
 
     /// The mode.
@@ -147,7 +154,8 @@ impl LogForwarder {
             while matches!(buf.last(), Some(b'\n' | b'\r')) {
                 buf.pop();
             }
-            let line = String::from_utf8_lossy(&buf).into_owned();
+            let line = String::from_utf8_lossy(&buf);
+            let line = self.redactor.redact(&line).into_owned();
             self.state.keep(&line);
             if let Some(tx) = &self.tx {
                 match tx.try_send((stream, line)) {
@@ -223,18 +231,75 @@ pub fn line_level(line: &str) -> tracing::Level {
     }
 }
 
+/// A litestream line's message and its other fields (as JSON for JSON lines, `key=value` text
+/// otherwise); lines that are neither come back whole as the message.
+pub fn split_line(line: &str) -> (String, String) {
+    if line.starts_with('{') {
+        if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(line) {
+            let msg = map
+                .remove("msg")
+                .and_then(|m| m.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            map.remove("time");
+            map.remove("level");
+            return (msg, serde_json::Value::Object(map).to_string());
+        }
+    } else if line.starts_with("time=") || line.contains(" level=") {
+        let mut msg = String::new();
+        let mut rest = Vec::new();
+        for (k, v) in logfmt_pairs(line) {
+            match k {
+                "msg" => msg = v.trim_matches('"').to_string(),
+                "time" | "level" => {}
+                _ => rest.push(format!("{k}={v}")),
+            }
+        }
+        return (msg, rest.join(" "));
+    }
+    (line.to_string(), String::new())
+}
+
+/// `key=value` and `key="quoted value"` pairs of a slog text line.
+fn logfmt_pairs(line: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = line.trim();
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim();
+        let after = &rest[eq + 1..];
+        let end = if let Some(quoted) = after.strip_prefix('"') {
+            let mut escaped = false;
+            let close = quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let hit = c == '"' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    hit
+                })
+                .map(|(i, _)| i + 2)
+                .unwrap_or(after.len());
+            close.min(after.len())
+        } else {
+            after.find(' ').unwrap_or(after.len())
+        };
+        out.push((key, &after[..end]));
+        rest = after[end..].trim_start();
+    }
+    out
+}
+
 fn emit(stream: Stream, line: &str) {
     use tracing::Level;
     let stream = match stream {
         Stream::Stdout => "stdout",
         Stream::Stderr => "stderr",
     };
+    let (msg, fields) = split_line(line);
     match line_level(line) {
-        Level::ERROR => tracing::error!(target: "litestream", stream, "{line}"),
-        Level::WARN => tracing::warn!(target: "litestream", stream, "{line}"),
-        Level::INFO => tracing::info!(target: "litestream", stream, "{line}"),
-        Level::DEBUG => tracing::debug!(target: "litestream", stream, "{line}"),
-        _ => tracing::trace!(target: "litestream", stream, "{line}"),
+        Level::ERROR => tracing::error!(target: "litestream", stream, fields, "{msg}"),
+        Level::WARN => tracing::warn!(target: "litestream", stream, fields, "{msg}"),
+        Level::INFO => tracing::info!(target: "litestream", stream, fields, "{msg}"),
+        Level::DEBUG => tracing::debug!(target: "litestream", stream, fields, "{msg}"),
+        _ => tracing::trace!(target: "litestream", stream, fields, "{msg}"),
     }
 }
 
@@ -264,6 +329,19 @@ mod tests {
         );
         assert_eq!(line_level("panic: unknown log type"), Level::ERROR);
         assert_eq!(line_level("something else"), Level::INFO);
+    }
+
+    #[test]
+    fn splits_message_and_fields() {
+        let (m, f) =
+            split_line(r#"time=2026 level=ERROR msg="sync error" db=/a.db error="no such host""#);
+        assert_eq!(m, "sync error");
+        assert_eq!(f, r#"db=/a.db error="no such host""#);
+        let (m, f) =
+            split_line(r#"{"time":"t","level":"INFO","msg":"replicating to","type":"file"}"#);
+        assert_eq!(m, "replicating to");
+        assert_eq!(f, r#"{"type":"file"}"#);
+        assert_eq!(split_line("Error: boom").0, "Error: boom");
     }
 
     #[test]

@@ -141,6 +141,11 @@ impl LitestreamConfig {
         self.sync_interval
     }
 
+    /// A redactor for this config's credentials.
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::from_yaml(&self.yaml)
+    }
+
     /// Findings that do not stop litestream from running but are probably mistakes.
     pub fn warnings(&self) -> &[Problem] {
         &self.warnings

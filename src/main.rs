@@ -20,8 +20,8 @@ use restinpieces_litestream::entrypoint::{self, App, HostSignal};
 use restinpieces_litestream::restore::{self, RestoreRequest};
 use restinpieces_litestream::status::state_word;
 use restinpieces_litestream::{
-    binary, check, doctor, health, init, keys, lock, reaper, render, runtime, verify, ConfigStore,
-    Error, Litestream, LitestreamConfig, Options, Strictness,
+    binary, check, doctor, framework_logs, health, init, keys, lock, reaper, render, runtime,
+    verify, ConfigStore, Error, Litestream, LitestreamConfig, Options, Strictness,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -56,6 +56,10 @@ struct Global {
     /// Format of rip-litestream's own logs.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Also write rip-litestream's own logs to the `logs` table of this SQLite database
+    /// (restinpieces' schema; created when missing).
+    #[arg(long, global = true)]
+    log_db: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -220,27 +224,52 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_subscriber(&cli.global);
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
+    let guard = match install_subscriber(&cli.global) {
+        Ok(g) => g,
         Err(e) => {
             report(&e);
-            ExitCode::from(e.exit_code() as u8)
+            return ExitCode::from(e.exit_code() as u8);
         }
-    }
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!(error = %e, "command failed");
+            report(&e);
+            e.exit_code() as u8
+        }
+    };
+    drop(guard); // drains the log database queue
+    ExitCode::from(code)
 }
 
-fn install_subscriber(g: &Global) {
-    use tracing_subscriber::EnvFilter;
+/// stderr in text or JSON lines, filtered by RUST_LOG or --log-level; plus the SQLite sink.
+fn install_subscriber(g: &Global) -> Result<Option<framework_logs::LogDbGuard>, Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&g.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if g.log_format == "json" {
-        builder.json().flatten_event(false).init();
+    let stderr = if g.log_format == "json" {
+        framework_logs::JsonStderrLayer.boxed()
     } else {
-        builder.with_ansi(false).init();
-    }
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .boxed()
+    };
+    let (db_layer, guard) = match &g.log_db {
+        Some(path) => {
+            let (layer, guard) = framework_logs::log_db(path)?;
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(db_layer)
+        .init();
+    Ok(guard)
 }
 
 /// Prints the error and its sources once, as `error: outer: inner`.

@@ -59,9 +59,10 @@ pub async fn run(
     }
 }
 
-/// stdout and stderr of `out`, joined, trimmed.
-pub fn text(out: &Output) -> String {
+/// stdout and stderr of `out`, joined, trimmed, with the credentials of `yaml` masked.
+pub fn text(out: &Output, yaml: &[u8]) -> String {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
-    s.trim_end().to_string()
+    let redactor = crate::redact::Redactor::from_yaml(&String::from_utf8_lossy(yaml));
+    redactor.redact(s.trim_end()).into_owned()
 }

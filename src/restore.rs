@@ -84,7 +84,7 @@ pub async fn restore(
         RESTORE_TIMEOUT,
     )
     .await?;
-    let log = oneshot::text(&out);
+    let log = oneshot::text(&out, config.yaml().as_bytes());
     if !out.status.success() {
         return Err(Error::RestoreFailed {
             db: req.db.clone(),
@@ -138,7 +138,7 @@ pub async fn replica_has_backup(
         return Err(Error::Litestream(format!(
             "cannot list the replica of {}: {}",
             db.display(),
-            oneshot::text(&out)
+            oneshot::text(&out, config.yaml().as_bytes())
         )));
     }
     // A header line, then one line per LTX file.

@@ -136,7 +136,7 @@ impl Litestream {
     pub fn new(config: LitestreamConfig, options: Options) -> Self {
         let (status_tx, _) = watch::channel(Status::default());
         let (tx, rx) = mpsc::unbounded_channel();
-        let logs = LogForwarder::new(options.logs);
+        let logs = LogForwarder::new(options.logs, config.redactor());
         Litestream {
             config: Arc::new(config),
             options,
@@ -396,7 +396,13 @@ impl Supervisor {
                 Outcome::Exited { info, was_ready } => (info, was_ready),
             };
             ever_ready |= was_ready;
-            tracing::warn!(pid = info.pid, exit = %info, "litestream exited");
+            tracing::warn!(
+                pid = info.pid,
+                code = info.code,
+                signal = info.signal,
+                ran_for_ms = info.ran_for.as_millis() as u64,
+                "litestream exited"
+            );
             if !ever_ready && !self.options.retry_start {
                 let exit = info.to_string();
                 let last_lines = info.last_lines.clone();
@@ -483,7 +489,16 @@ impl Supervisor {
         let mut child =
             LitestreamChild::spawn(&self.binary.path, &handoff, self.lock.raw_fd(), &self.logs)?;
         self.lock.record(Some(child.pid));
-        tracing::info!(pid = child.pid, handoff = ?self.options.handoff, "litestream started");
+        let dbs: Vec<String> = self
+            .config
+            .dbs()
+            .iter()
+            .map(|d| match d {
+                DbTarget::Path(p) => p.display().to_string(),
+                DbTarget::Dir { dir, pattern } => format!("{}/{pattern}", dir.display()),
+            })
+            .collect();
+        tracing::info!(pid = child.pid, handoff = ?self.options.handoff, db = %dbs.join(","), "litestream started");
         self.set(|s| {
             s.state = State::Starting;
             s.pid = Some(child.pid);
@@ -604,7 +619,13 @@ impl Supervisor {
             }
         };
         let info = child.finish(status, &self.logs).await;
-        tracing::info!(pid = info.pid, exit = %info, "litestream stopped");
+        tracing::info!(
+            pid = info.pid,
+            code = info.code,
+            signal = info.signal,
+            ran_for_ms = info.ran_for.as_millis() as u64,
+            "litestream stopped"
+        );
         self.set(|s| s.last_exit = Some(info.clone()));
         if killed {
             return Err(Error::FinalSync(format!("litestream was killed ({info}); writes since its last sync may be missing from the replica")));

@@ -4,6 +4,7 @@
 mod config_cli;
 mod deploy;
 mod entrypoint;
+mod logging;
 mod operations;
 mod replication;
 mod supervise;

@@ -314,10 +314,15 @@ fn a_child_flooding_an_unread_stderr_keeps_running_and_drops_are_reported() {
     // Nobody reads our stderr (for at least 5 s): the child must still get all its lines out.
     // Were forwarding to block, it would stall on its pipe and never finish.
     let started = std::time::Instant::now();
-    wait_for("the flooding child finished printing", LONG, || done.exists());
+    wait_for("the flooding child finished printing", LONG, || {
+        done.exists()
+    });
     let unread = Duration::from_secs(5).saturating_sub(started.elapsed());
     std::thread::sleep(unread); // the scenario's length, not a synchronisation
-    assert!(sup.child.try_wait().unwrap().is_none(), "the supervisor died");
+    assert!(
+        sup.child.try_wait().unwrap().is_none(),
+        "the supervisor died"
+    );
     let mut err = sup.child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
