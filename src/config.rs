@@ -60,6 +60,7 @@ pub struct LitestreamConfig {
     socket: Option<SocketSection>,
     shutdown_sync_timeout: Duration,
     sync_interval: Option<Duration>,
+    meta_paths: Vec<(PathBuf, PathBuf)>,
     warnings: Vec<Problem>,
 }
 
@@ -111,6 +112,7 @@ impl LitestreamConfig {
                 .shutdown_sync_timeout
                 .unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT),
             sync_interval: report.facts.sync_interval,
+            meta_paths: report.facts.meta_paths,
             warnings: report.warnings,
         })
     }
@@ -139,6 +141,19 @@ impl LitestreamConfig {
     /// default is 1 s.
     pub fn sync_interval(&self) -> Option<Duration> {
         self.sync_interval
+    }
+
+    /// Where litestream keeps its state for the `path` database `db`: its `meta-path`, or
+    /// `.NAME-litestream` beside it.
+    pub fn state_dir(&self, db: &std::path::Path) -> PathBuf {
+        if let Some((_, meta)) = self.meta_paths.iter().find(|(p, _)| p == db) {
+            return meta.clone();
+        }
+        let name = db
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        db.with_file_name(format!(".{name}-litestream"))
     }
 
     /// A redactor for this config's credentials.

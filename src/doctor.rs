@@ -6,7 +6,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
-use crate::restore::state_dir;
 
 /// One check: passed, or what to change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -54,7 +53,11 @@ pub fn examine(db: &Path) -> Result<Vec<Check>> {
         detail: format!("{size} bytes, WAL {wal} bytes"),
         required: false,
     });
-    let state = state_dir(db);
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let state = db.with_file_name(format!(".{name}-litestream"));
     checks.push(Check {
         name: "litestream state".into(),
         ok: true,

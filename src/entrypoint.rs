@@ -99,6 +99,7 @@ pub async fn run(
     };
     let pid = child.id().expect("a just-spawned child has a pid");
     app_pid.store(pid, std::sync::atomic::Ordering::Relaxed);
+    crate::reaper::register(pid);
     tracing::info!(pid, program = ?app.program, "application started");
 
     let mut forwarded = 0;
@@ -123,6 +124,7 @@ pub async fn run(
             }
         }
     };
+    crate::reaper::unregister(pid);
     let code = match &status {
         Ok(s) => exit_code(s),
         Err(_) => 1,

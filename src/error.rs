@@ -79,9 +79,13 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// The litestream binary cannot be found or run.
+    /// The litestream binary cannot be found, is not executable, or is too old.
     #[error("litestream {0}")]
     Litestream(String),
+
+    /// Running litestream failed at run time (spawn failure, a command that timed out).
+    #[error("litestream {0}")]
+    LitestreamFailed(String),
 
     /// Another supervisor (or its orphaned litestream) holds this database.
     #[error("another rip-litestream already supervises {db} ({holder}): stop it first")]
@@ -107,7 +111,7 @@ pub enum Error {
     FinalSync(String),
 
     /// SQLite failed while doing `op`.
-    #[error("{op} in {path}: {source}")]
+    #[error("{op} in {path}")]
     Sqlite {
         op: &'static str,
         path: PathBuf,
@@ -116,7 +120,7 @@ pub enum Error {
     },
 
     /// A file-system or process operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -139,6 +143,7 @@ impl Error {
         !matches!(
             self,
             Error::StartFailed { .. }
+                | Error::LitestreamFailed(_)
                 | Error::RestoreFailed { .. }
                 | Error::GaveUp { .. }
                 | Error::FinalSync(_)

@@ -147,12 +147,21 @@ impl Handoff {
         }
     }
 
-    /// Removes every trace: closes the memfd, or deletes the file and its private directory.
-    /// Called once litestream has read the config; idempotent.
+    /// Removes every trace: empties and closes the memfd (litestream keeps its descriptor
+    /// open, and `/proc/PID/fd/N` would otherwise still show the config to the same user), or
+    /// deletes the file and its private directory. Called once litestream has read the config;
+    /// idempotent.
     pub fn remove(&mut self) {
-        if let Inner::File { dir, path } = std::mem::replace(&mut self.inner, Inner::Gone) {
-            let _ = fs::remove_file(&path);
-            let _ = fs::remove_dir(&dir);
+        match std::mem::replace(&mut self.inner, Inner::Gone) {
+            #[cfg(target_os = "linux")]
+            Inner::Memfd(fd) => {
+                let _ = nix::unistd::ftruncate(&fd, 0);
+            }
+            Inner::File { dir, path } => {
+                let _ = fs::remove_file(&path);
+                let _ = fs::remove_dir(&dir);
+            }
+            Inner::Gone => {}
         }
     }
 }

@@ -111,7 +111,10 @@ pub fn generate(path: &Path) -> Result<x25519::Recipient> {
         .open(path)
         .map_err(|e| match e.kind() {
             ErrorKind::AlreadyExists => Error::KeyExists { path: path.into() },
-            _ => Error::io("cannot create key file", path, e),
+            _ => Error::Usage(format!(
+                "cannot create key file {}: {e}: choose a path in a writable directory",
+                path.display()
+            )),
         })?;
     use age::secrecy::ExposeSecret;
     let secret = identity.to_string();

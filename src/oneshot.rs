@@ -46,14 +46,21 @@ pub async fn run(
     }
     let mut cmd = tokio::process::Command::from(std_cmd);
     cmd.kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::Litestream(format!("{} cannot be run: {e}", bin.path.display())))?;
+    let child = cmd.spawn().map_err(|e| {
+        Error::LitestreamFailed(format!("{} cannot be run: {e}", bin.path.display()))
+    })?;
+    let pid = child.id();
+    if let Some(pid) = pid {
+        crate::reaper::register(pid);
+    }
     let output = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if let Some(pid) = pid {
+        crate::reaper::unregister(pid);
+    }
     drop(handoff);
     match output {
         Ok(out) => out.map_err(|e| Error::io("cannot wait for", &bin.path, e)),
-        Err(_) => Err(Error::Litestream(format!(
+        Err(_) => Err(Error::LitestreamFailed(format!(
             "{subcommand} did not finish within {timeout:?}"
         ))),
     }

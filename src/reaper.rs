@@ -5,11 +5,31 @@
 //! the application), which tokio waits for by pid. Instead each SIGCHLD triggers a look, a
 //! moment later, at our zombie children, and only those we did not start are reaped.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use tokio::sync::mpsc;
+
+/// The pids this process spawned and waits for itself (litestream, the application, one-off
+/// litestream commands): never reaped here.
+static SPAWNED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Marks `pid` as one of ours (its waiter reaps it).
+pub fn register(pid: u32) {
+    SPAWNED.lock().expect("spawned set poisoned").insert(pid);
+}
+
+/// `pid` has been reaped by its waiter.
+pub fn unregister(pid: u32) {
+    SPAWNED.lock().expect("spawned set poisoned").remove(&pid);
+}
+
+fn is_registered(pid: u32) -> bool {
+    SPAWNED.lock().expect("spawned set poisoned").contains(&pid)
+}
 
 /// True when orphans will be re-parented to this process: it is PID 1, or was made a subreaper.
 pub fn is_pid1() -> bool {
@@ -39,7 +59,7 @@ pub async fn reap_orphans(mut sigchld: mpsc::UnboundedReceiver<()>, ours: impl F
         while sigchld.try_recv().is_ok() {}
         let spared = ours();
         for pid in zombie_children() {
-            if spared.contains(&pid) {
+            if spared.contains(&pid) || is_registered(pid) {
                 continue;
             }
             match waitpid(Pid::from_raw(pid as i32), Some(WaitPidFlag::WNOHANG)) {

@@ -74,23 +74,21 @@ pub fn render(config: &LitestreamConfig, socket: &Path) -> Rendered {
     }
 }
 
-/// True when a key appended at column 0 continues the document's top-level mapping: the
-/// document is a block mapping (not `{...}` flow style) with a single document and no end marker.
+/// True when a key appended at column 0 continues the document's top-level mapping: a single
+/// block mapping (not `{...}` flow style) whose keys start at column 0, with no document markers
+/// after the start.
 fn is_block_mapping(yaml: &str) -> bool {
     let mut content = yaml
         .lines()
-        .map(str::trim_end)
         .filter(|l| !l.trim_start().is_empty() && !l.trim_start().starts_with('#'));
-    let first = content.next().unwrap_or("");
-    let first = if first == "---" {
-        content.next().unwrap_or("")
-    } else {
-        first
-    };
-    let rest_ok = !yaml
-        .lines()
-        .any(|l| l == "..." || (l.starts_with("---") && l != yaml.lines().next().unwrap_or("")));
-    !first.starts_with('{') && !first.starts_with('[') && rest_ok
+    let mut first = content.next().unwrap_or("");
+    if first.trim_end() == "---" {
+        first = content.next().unwrap_or("");
+    }
+    let at_column_0 = !first.starts_with([' ', '\t']);
+    let flow = first.starts_with('{') || first.starts_with('[');
+    let markers = content.any(|l| l.starts_with("---") || l.starts_with("..."));
+    at_column_0 && !flow && !markers
 }
 
 #[cfg(test)]
@@ -121,6 +119,13 @@ mod tests {
         assert!(!r.injected);
         assert_eq!(&*r.yaml, user);
         assert_eq!(r.socket.as_deref(), Some(Path::new("/tmp/mine.sock")));
+    }
+
+    #[test]
+    fn indented_root_gets_no_injection() {
+        let user = "  dbs:\n    - path: /a.db\n      replica: {type: file, path: /b}\n";
+        let r = render(&config(user), Path::new("/s"));
+        assert!(!r.injected && r.socket.is_none());
     }
 
     #[test]

@@ -106,15 +106,6 @@ pub async fn restore(
     })
 }
 
-/// litestream's state directory beside a database (`.NAME-litestream`).
-pub fn state_dir(db: &Path) -> PathBuf {
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    db.with_file_name(format!(".{name}-litestream"))
-}
-
 /// True when the replica of `db` holds any backup (`litestream ltx -level all`).
 pub async fn replica_has_backup(
     bin: &LitestreamBinary,
@@ -135,7 +126,7 @@ pub async fn replica_has_backup(
     )
     .await?;
     if !out.status.success() {
-        return Err(Error::Litestream(format!(
+        return Err(Error::LitestreamFailed(format!(
             "cannot list the replica of {}: {}",
             db.display(),
             oneshot::text(&out, config.yaml().as_bytes())
@@ -178,7 +169,7 @@ pub async fn prepare_databases(
             }
             continue;
         }
-        if allow_fresh_db || state_dir(db).exists() {
+        if allow_fresh_db || config.state_dir(db).exists() {
             continue;
         }
         let has_backup = match replica_has_backup(bin, config, mode, private_parent, db).await {
@@ -192,7 +183,7 @@ pub async fn prepare_databases(
             return Err(Error::Usage(format!(
                 "refusing to replicate {db}: it has no litestream state beside it ({state}) but its replica already holds backups, so it is probably a new empty file that would overwrite a good backup. Move it away and start with --restore-if-missing, or pass --allow-fresh-db if this file is really the one to keep",
                 db = db.display(),
-                state = state_dir(db).display()
+                state = config.state_dir(db).display()
             )));
         }
     }

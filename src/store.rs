@@ -192,20 +192,23 @@ impl ConfigStore {
         Ok(out)
     }
 
-    /// Re-saves generation `generation` of `scope` as the newest (the same ciphertext, after
-    /// checking that this key can decrypt it). Returns the new row id.
+    /// Re-saves generation `generation` of `scope` as the newest, encrypted anew to the key
+    /// file's first identity (after a key rotation the newest row is then readable with the new
+    /// key, as restinpieces expects). Returns the new row id.
     pub fn rollback(&self, scope: &str, generation: u32) -> Result<i64> {
         let keys = KeyRing::read(&self.key)?;
         let conn = self.connect_read()?;
         let row = self.fetch(&conn, scope, generation)?;
         drop(conn);
         check_format(&row.format)?;
-        self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        let plaintext = self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        let content = encrypt(&keys, &plaintext)?;
         let description = format!("rollback to generation {generation} (id {})", row.id);
-        self.insert(scope, &row.content, &row.format, &description)
+        self.insert(scope, &content, &row.format, &description)
     }
 
     fn insert(&self, scope: &str, content: &[u8], format: &str, description: &str) -> Result<i64> {
+        self.not_a_directory()?;
         let conn = Connection::open_with_flags(
             &self.db,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -224,7 +227,18 @@ impl ConfigStore {
         Ok(conn.last_insert_rowid())
     }
 
+    fn not_a_directory(&self) -> Result<()> {
+        if self.db.is_dir() {
+            return Err(Error::Usage(format!(
+                "{} is a directory: pass the SQLite database file with --db",
+                self.db.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn connect_read(&self) -> Result<Connection> {
+        self.not_a_directory()?;
         if !self.db.exists() {
             return Err(Error::StoreMissing {
                 path: self.db.clone(),

@@ -22,6 +22,8 @@ pub(super) struct Facts {
     pub socket: Option<SocketSection>,
     pub shutdown_sync_timeout: Option<Duration>,
     pub sync_interval: Option<Duration>,
+    /// `meta-path` of `path` databases that set one.
+    pub meta_paths: Vec<(PathBuf, PathBuf)>,
 }
 
 /// The sections of the config, for the table of known keys.
@@ -389,7 +391,15 @@ impl Checker {
         match (path, dir) {
             (Some(_), Some(_)) => self.error(at, "has both `path` and `dir`: keep one (`path` for a file, `dir` + `pattern` for a directory)"),
             (None, None) => self.error(&join(at, "path"), "is missing: set `path` to the database file (or `dir` and `pattern` for a directory)"),
-            (Some(p), None) => self.report.facts.dbs.push(DbTarget::Path(PathBuf::from(p))),
+            (Some(p), None) => {
+                self.report.facts.dbs.push(DbTarget::Path(PathBuf::from(p)));
+                if let Some(meta) = db.get("meta-path").and_then(Value::as_str) {
+                    self.report
+                        .facts
+                        .meta_paths
+                        .push((PathBuf::from(p), PathBuf::from(meta)));
+                }
+            }
             (None, Some(d)) => match db.get("pattern").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 Some(pattern) => self.report.facts.dbs.push(DbTarget::Dir {
                     dir: PathBuf::from(d),
@@ -417,7 +427,11 @@ impl Checker {
                     self.replica(r, &format!("{at}.replicas[0]"));
                 }
             }
-            _ => {} // wrong shapes are reported by walk
+            (Some(Value::Null), None) | (None, Some(Value::Null)) => self.error(
+                &join(at, "replica"),
+                "is empty: give it a `type` (file, s3, ...) or a `url`",
+            ),
+            _ => {} // other wrong shapes are reported by walk
         }
     }
 
@@ -490,10 +504,7 @@ pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
                 describe(&other)
             ),
         ),
-        Err(e) => checker.error(
-            "(root)",
-            format!("is not valid YAML: {}", scrub_yaml_error(&e)),
-        ),
+        Err(e) => checker.error("(root)", scrub_yaml_error(&e)),
     }
     checker.report
 }
@@ -501,13 +512,30 @@ pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
 /// A YAML error message without the offending content (it may hold a secret), keeping the
 /// position.
 fn scrub_yaml_error(e: &serde_yaml::Error) -> String {
+    // serde_yaml's duplicate-key message names the key (not a value): keep it.
+    let text = e.to_string();
+    if let Some((place, rest)) = text.split_once("duplicate entry with key ") {
+        let key = rest.split(" at ").next().unwrap_or(rest);
+        let place = place.trim_end_matches(": ");
+        let place = if place.is_empty() {
+            String::new()
+        } else {
+            format!(" in {place}")
+        };
+        return format!(
+            "duplicate key {key}{place}{}: litestream would silently keep only the last one; keep one",
+            e.location()
+                .map(|l| format!(" at line {}", l.line()))
+                .unwrap_or_default()
+        );
+    }
     match e.location() {
         Some(loc) => format!(
-            "syntax error at line {} column {}",
+            "is not valid YAML: syntax error at line {} column {}",
             loc.line(),
             loc.column()
         ),
-        None => "syntax error".into(),
+        None => "is not valid YAML: syntax error".into(),
     }
 }
 
@@ -616,6 +644,8 @@ mod tests {
             ("dbs:\n  - {path: /a, dir: /d, replica: {type: file, path: /b}}\n", "dbs[0]: has both"),
             ("dbs:\n  - {dir: /d, replica: {type: file, path: /b}}\n", "dbs[0].pattern:"),
             ("dbs:\n  - {path: /a}\n", "dbs[0].replica:"),
+            ("dbs:\n  - path: /a\n    replica:\n", "dbs[0].replica:"),
+            ("dbs:\n  - path: /a\n    path: /b\n    replica: {type: file, path: /b}\n", "(root): duplicate key"),
             ("dbs:\n  - {path: /a, replica: {type: ftp}}\n", "dbs[0].replica.type:"),
             ("dbs:\n  - {path: /a, replicas: [{type: file, path: /b}, {type: file, path: /c}]}\n", "dbs[0].replicas:"),
             ("dbs:\n  - {path: /a, replica: {type: file, path: /b, sync-interval: 10}}\n", "dbs[0].replica.sync-interval:"),

@@ -2,6 +2,7 @@
 //! pipes drained, signalled as a group, always reaped.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Instant, SystemTime};
@@ -22,6 +23,8 @@ pub(crate) struct LitestreamChild {
     pub pid: u32,
     pub started: Instant,
     drains: Vec<JoinHandle<()>>,
+    /// Its exit status was taken by someone else: its pid must not be signalled any more.
+    reaped_elsewhere: bool,
 }
 
 impl LitestreamChild {
@@ -33,7 +36,7 @@ impl LitestreamChild {
     pub fn spawn(
         binary: &Path,
         handoff: &Handoff,
-        lock_fd: RawFd,
+        lock_fds: Vec<RawFd>,
         logs: &LogForwarder,
     ) -> Result<Self> {
         let mut cmd = Command::new(binary);
@@ -69,7 +72,7 @@ impl LitestreamChild {
         let memfd = handoff.inherited_fd();
         let parent = std::process::id() as i32;
         // SAFETY: the closure runs between fork and exec. It only makes async-signal-safe system
-        // calls (prctl, getppid, kill, fcntl) on values captured by copy, and does not allocate.
+        // calls (prctl, getppid, _exit, fcntl) on values captured by copy, and does not allocate.
         unsafe {
             cmd.pre_exec(move || {
                 #[cfg(target_os = "linux")]
@@ -78,8 +81,9 @@ impl LitestreamChild {
                         return Err(std::io::Error::last_os_error());
                     }
                     // The parent may have died before prctl: then nobody would ever signal us.
+                    // (Not kill(SIGTERM): until exec, the parent's signal handlers are in place.)
                     if nix::libc::getppid() != parent {
-                        nix::libc::kill(0, nix::libc::SIGTERM);
+                        nix::libc::_exit(1);
                     }
                 }
                 #[cfg(not(target_os = "linux"))]
@@ -92,14 +96,18 @@ impl LitestreamChild {
                 if let Some(fd) = memfd {
                     inherit_in_child(fd)?;
                 }
-                inherit_in_child(lock_fd)
+                for fd in &lock_fds {
+                    inherit_in_child(*fd)?;
+                }
+                Ok(())
             });
         }
         let child = cmd.spawn().map_err(|e| {
-            Error::Litestream(format!("{} cannot be started: {e}", binary.display()))
+            Error::LitestreamFailed(format!("{} cannot be started: {e}", binary.display()))
         })?;
         drop(cmd); // closes our copies of the write ends, so the readers see EOF at exit
         let pid = child.id().expect("a just-spawned child has a pid");
+        crate::reaper::register(pid);
         let mut drains = Vec::new();
         if let Some((out, err)) = pipes {
             for (fd, stream) in [(out, Stream::Stdout), (err, Stream::Stderr)] {
@@ -114,6 +122,7 @@ impl LitestreamChild {
             pid,
             started: Instant::now(),
             drains,
+            reaped_elsewhere: false,
         })
     }
 
@@ -123,9 +132,20 @@ impl LitestreamChild {
             match self.child.wait().await {
                 Ok(status) => return status,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ECHILD) => {
+                    // Someone else reaped it (a host that waits for every child): it is gone,
+                    // and its pid may already be reused, so nothing is signalled.
+                    tracing::warn!(
+                        pid = self.pid,
+                        "litestream's exit status was taken by another waiter"
+                    );
+                    self.reaped_elsewhere = true;
+                    return std::process::ExitStatus::from_raw(0);
+                }
                 Err(e) => {
                     tracing::error!(pid = self.pid, error = %e, "cannot wait for litestream; killing it");
                     self.signal(Signal::SIGKILL);
+                    return std::process::ExitStatus::from_raw(Signal::SIGKILL as i32);
                 }
             }
         }
@@ -133,6 +153,9 @@ impl LitestreamChild {
 
     /// Sends `signal` to litestream's whole process group.
     pub fn signal(&self, signal: Signal) {
+        if self.reaped_elsewhere {
+            return;
+        }
         match killpg(Pid::from_raw(self.pid as i32), signal) {
             Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
             Err(e) => {
@@ -148,8 +171,8 @@ impl LitestreamChild {
         status: std::process::ExitStatus,
         logs: &LogForwarder,
     ) -> ExitInfo {
-        use std::os::unix::process::ExitStatusExt;
         self.signal(Signal::SIGKILL);
+        crate::reaper::unregister(self.pid);
         for drain in self.drains.drain(..) {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
         }

@@ -102,17 +102,33 @@ fn first_start_against_a_closed_sftp_port_fails_fast_with_litestreams_error() {
 }
 
 #[test]
-fn memfd_handoff_leaves_no_file_with_the_config() {
+fn memfd_handoff_leaves_no_file_and_nothing_readable_once_ready() {
     let env = TestEnv::new();
     let marker = format!("marker-{}", fastrand_suffix());
     save_config(&env, &config_yaml(&env, &format!("# {marker}\n"), ""));
     let mut sup = run(&env, &[]);
     wait_ready(&env);
-    for dir in [
-        env.dir.path(),
-        std::path::Path::new("/dev/shm"),
-        &std::env::temp_dir(),
-    ] {
+    let litestream = children_of(sup.pid());
+    assert_eq!(litestream.len(), 1);
+    let cmdline = std::fs::read_to_string(format!("/proc/{}/cmdline", litestream[0])).unwrap();
+    let config_arg = cmdline
+        .split('\0')
+        .skip_while(|a| *a != "-config")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let fd = config_arg
+        .strip_prefix("/dev/fd/")
+        .expect("a /dev/fd/N config");
+    let fd_path = format!("/proc/{}/fd/{fd}", litestream[0]);
+    let target = std::fs::read_link(&fd_path).unwrap();
+    assert!(
+        target.to_string_lossy().starts_with("/memfd:"),
+        "{target:?}"
+    );
+    // litestream keeps the descriptor; once it is ready, it leads to nothing.
+    assert_eq!(std::fs::read(&fd_path).unwrap(), b"");
+    for dir in [env.dir.path(), std::path::Path::new("/dev/shm")] {
         let found = files_containing(dir, marker.as_bytes());
         assert!(found.is_empty(), "plaintext config found in {found:?}");
     }
@@ -492,16 +508,14 @@ fn a_child_ignoring_sigterm_is_killed_after_the_grace_with_its_whole_group() {
         let mut daemon = Litestream::new(config, opts);
         daemon.start().await.unwrap();
         let pgid = daemon.status().borrow().pid.unwrap();
-        assert!(group_members(pgid).len() >= 2);
+        wait_for("the fake and its sleep", LONG, || {
+            group_members(pgid).len() >= 2
+        });
         let started = Instant::now();
         let err = daemon.stop(LONG).await.unwrap_err();
         assert!(err.to_string().contains("killed"), "{err}");
         assert!(started.elapsed() >= Duration::from_millis(500));
-        assert_eq!(
-            group_members(pgid),
-            Vec::<u32>::new(),
-            "processes of the group left"
-        );
+        wait_for("the group is gone", LONG, || group_members(pgid).is_empty());
     });
 }
 
@@ -525,4 +539,82 @@ fn a_failed_start_with_file_handoff_leaves_no_plaintext() {
     r.code_is(1).stderr_has("Error: cannot open store");
     let found = files_containing(env.dir.path(), marker.as_bytes());
     assert!(found.is_empty(), "plaintext config left in {found:?}");
+}
+
+#[test]
+fn a_stop_during_backoff_still_gets_the_writes_since_the_crash_into_the_replica() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 3);
+    save_config(&env, &config_yaml(&env, "", "      sync-interval: 30s\n"));
+    let config = load(&env);
+    runtime().block_on(async {
+        let mut opts = options(&env);
+        opts.backoff.initial = Duration::from_secs(30);
+        let mut daemon = Litestream::new(config, opts);
+        daemon.start().await.unwrap();
+        let mut rx = daemon.status();
+        let first = rx.borrow().pid.unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        until(&mut rx, "backoff", |s| {
+            matches!(s.state, State::Backoff { .. })
+        })
+        .await;
+        insert(&env.db(), 3, 7); // written while no litestream runs
+        daemon.stop(LONG).await.unwrap();
+    });
+    assert_eq!(restored_rows(&env).len(), 7);
+}
+
+#[test]
+fn a_sync_that_never_answers_does_not_eat_the_grace_after_sigterm() {
+    let env = TestEnv::new();
+    // A fake whose control socket answers /info and /list but never /sync, and which needs
+    // 1 s after SIGTERM to exit.
+    let script = env.path("fake_socket.py");
+    std::fs::write(
+        &script,
+        r#"import os, re, signal, socket, sys, threading, time
+cfg = open(sys.argv[sys.argv.index("-config") + 1]).read()
+path = re.search(r'path: "([^"]+control.sock)"', cfg).group(1)
+signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1), os._exit(0)))
+s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(16)
+def serve(c):
+    req = c.recv(4096).decode()
+    if req.startswith("POST /sync"):
+        time.sleep(3600)
+    body = '{"databases":[{"path":"/x.db","status":"replicating"}]}'
+    c.sendall(("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)).encode()); c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#,
+    )
+    .unwrap();
+    let fake = fake_litestream(
+        &env,
+        "fake-socket",
+        &format!("exec python3 {} \"$@\"", script.display()),
+    );
+    save_config(&env, &config_yaml(&env, "shutdown-sync-timeout: 1s\n", ""));
+    let config = load(&env);
+    runtime().block_on(async {
+        let mut opts = options(&env);
+        opts.litestream = Some(fake);
+        opts.grace = Some(Duration::from_secs(3));
+        let mut daemon = Litestream::new(config, opts);
+        daemon.start().await.unwrap();
+        let pid = daemon.status().borrow().pid.unwrap();
+        // The sync gets at most shutdown-sync-timeout (1 s); SIGTERM then gets the whole grace.
+        daemon.stop(LONG).await.unwrap();
+        let s = daemon.status().borrow().clone();
+        let exit = s.last_exit.unwrap();
+        assert_eq!(
+            (exit.pid, exit.code),
+            (pid, Some(0)),
+            "killed instead of exiting: {exit:?}"
+        );
+    });
 }

@@ -1,0 +1,488 @@
+//! The supervision task: one litestream at a time, started, watched until ready, restarted with
+//! backoff when it exits, and stopped so that its final sync completes.
+//!
+//! Every stop ends with the writes made so far in the replica, or with an error saying they may
+//! not be: a stop while litestream starts waits (within the grace) for it to be ready and syncs;
+//! a stop during a backoff starts one more litestream only to sync.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, watch};
+
+use super::child::LitestreamChild;
+use super::socket::{poll_databases, sync_all, POLL_EVERY};
+use super::Options;
+use crate::binary::LitestreamBinary;
+use crate::child_logs::LogForwarder;
+use crate::config::{DbTarget, LitestreamConfig};
+use crate::control::ControlClient;
+use crate::error::{Error, Result};
+use crate::handoff::Handoff;
+use crate::lock::InstanceLock;
+use crate::render::Rendered;
+use crate::runtime::RuntimeDir;
+use crate::status::{ExitInfo, State, Status};
+
+/// The supervision task's state.
+pub(super) struct Supervisor {
+    pub binary: LitestreamBinary,
+    pub runtime: RuntimeDir,
+    /// The store's lock first, then one per database; litestream inherits them all.
+    pub locks: Vec<InstanceLock>,
+    pub rendered: Rendered,
+    pub config: Arc<LitestreamConfig>,
+    pub options: Options,
+    pub status: Arc<watch::Sender<Status>>,
+    pub stop_rx: mpsc::UnboundedReceiver<()>,
+    /// Keeps the stop channel open, so `recv` only ever returns real requests.
+    pub _stop_tx: mpsc::UnboundedSender<()>,
+    pub logs: LogForwarder,
+}
+
+/// How one litestream's life ended.
+enum Life {
+    /// It exited by itself (or never became ready in time).
+    Exited { info: ExitInfo, was_ready: bool },
+    /// A stop was requested and carried out.
+    Stopped(Result<()>),
+}
+
+/// What to do once litestream is ready.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Replicate until told to stop.
+    Replicate,
+    /// A stop came while no litestream ran: sync, then stop at once.
+    FinalSync,
+}
+
+impl Supervisor {
+    pub(super) async fn run(mut self) -> Result<()> {
+        let verifier = self
+            .options
+            .verify_every
+            .map(|every| tokio::spawn(self.verify_loop(every)));
+        let result = self.supervise().await;
+        if let Some(v) = verifier {
+            v.abort();
+        }
+        result
+    }
+
+    async fn supervise(&mut self) -> Result<()> {
+        let mut attempt = 0u32;
+        let mut exits: VecDeque<Instant> = VecDeque::new();
+        let mut ever_ready = false;
+        loop {
+            let (info, was_ready) = match self.live(Purpose::Replicate).await {
+                Ok(Life::Stopped(result)) => return self.stopped(result),
+                Ok(Life::Exited { info, was_ready }) => (info, was_ready),
+                Err(e) if !ever_ready && !self.options.retry_start => return self.fail(e),
+                // A restart that cannot even spawn (EAGAIN, a binary being replaced, ...) is
+                // retried like an exit.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start litestream");
+                    (spawn_failure(e), false)
+                }
+            };
+            ever_ready |= was_ready;
+            tracing::warn!(
+                pid = info.pid,
+                code = info.code,
+                signal = info.signal,
+                ran_for_ms = info.ran_for.as_millis() as u64,
+                "litestream exited"
+            );
+            if !ever_ready && !self.options.retry_start {
+                let e = Error::StartFailed {
+                    exit: info.to_string(),
+                    last_lines: info.last_lines.clone(),
+                };
+                let reason = e.to_string();
+                self.set(|s| {
+                    s.state = State::Failed { reason };
+                    s.last_exit = Some(info);
+                    s.pid = None;
+                });
+                return Err(e);
+            }
+            if info.ran_for >= self.options.backoff.reset_after {
+                attempt = 0;
+            }
+            attempt += 1;
+            let now = Instant::now();
+            exits.push_back(now);
+            while exits
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > self.options.restart_window)
+            {
+                exits.pop_front();
+            }
+            if let Some(max) = self.options.max_restarts {
+                if exits.len() as u32 > max {
+                    let e = Error::GaveUp {
+                        restarts: max,
+                        reason: format!("litestream {info}"),
+                    };
+                    let reason = e.to_string();
+                    self.set(|s| {
+                        s.state = State::Failed { reason };
+                        s.last_exit = Some(info);
+                        s.pid = None;
+                    });
+                    return Err(e);
+                }
+            }
+            let delay = self.options.backoff.delay(attempt);
+            tracing::info!(
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "restarting litestream after backoff"
+            );
+            // One update: nobody may see the old state with the new exit.
+            self.set(|s| {
+                s.state = State::Backoff {
+                    until: SystemTime::now() + delay,
+                    attempt,
+                };
+                s.last_exit = Some(info);
+                s.pid = None;
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                Some(()) = self.stop_rx.recv() => {
+                    tracing::info!("stop requested while litestream was restarting: one more start, only to sync");
+                    let result = match self.live(Purpose::FinalSync).await {
+                        Ok(Life::Stopped(r)) => r,
+                        Ok(Life::Exited { info, .. }) => Err(Error::FinalSync(format!(
+                            "litestream was restarting and could not sync before stopping ({info}); writes since its last sync may be missing from the replica"
+                        ))),
+                        Err(e) => Err(Error::FinalSync(format!(
+                            "litestream was restarting and could not be started to sync: {e}"
+                        ))),
+                    };
+                    return self.stopped(result);
+                }
+            }
+            self.set(|s| s.restarts += 1);
+        }
+    }
+
+    fn stopped(&self, result: Result<()>) -> Result<()> {
+        self.set(|s| {
+            s.state = State::Stopped;
+            s.pid = None;
+        });
+        result
+    }
+
+    fn fail(&self, e: Error) -> Result<()> {
+        let reason = e.to_string();
+        self.set(|s| {
+            s.state = State::Failed { reason };
+            s.pid = None;
+        });
+        Err(e)
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Status)) {
+        self.status.send_modify(|s| {
+            f(s);
+            s.updated_at = SystemTime::now();
+            s.dropped_log_lines = self.logs.state().dropped();
+        });
+    }
+
+    fn control(&self) -> Option<ControlClient> {
+        self.rendered.socket.as_ref().map(ControlClient::new)
+    }
+
+    fn grace(&self) -> Duration {
+        self.options
+            .grace
+            .unwrap_or_else(|| self.config.shutdown_sync_timeout() + Duration::from_secs(10))
+    }
+
+    /// One litestream's life: spawn, wait until ready, then replicate until it exits or a stop
+    /// is requested (or, for [`Purpose::FinalSync`], stop as soon as it is ready).
+    async fn live(&mut self, purpose: Purpose) -> Result<Life> {
+        let mut handoff = Handoff::create(
+            self.options.handoff,
+            self.rendered.yaml.as_bytes(),
+            self.runtime.path(),
+        )?;
+        self.logs.state().reset_for_child();
+        let lock_fds: Vec<_> = self.locks.iter().map(InstanceLock::raw_fd).collect();
+        let mut child = LitestreamChild::spawn(&self.binary.path, &handoff, lock_fds, &self.logs)?;
+        for lock in &mut self.locks {
+            lock.record(Some(child.pid));
+        }
+        tracing::info!(
+            pid = child.pid,
+            handoff = ?self.options.handoff,
+            db = %db_list(&self.config),
+            "litestream started"
+        );
+        self.set(|s| {
+            s.state = State::Starting;
+            s.pid = Some(child.pid);
+        });
+
+        // Until ready. A stop request meanwhile waits (within the grace) for readiness, so the
+        // sync before stopping can run; a second request stops at once.
+        let control = self.control();
+        let ready_by = child.started + self.options.startup_window;
+        let give_up_at = child.started + self.options.ready_timeout;
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            let probe = async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                match &control {
+                    Some(c) => c.get("/info", Duration::from_millis(500)).await.is_ok(),
+                    None => Instant::now() >= ready_by,
+                }
+            };
+            tokio::select! {
+                status = child.wait() => {
+                    handoff.remove();
+                    let info = child.finish(status, &self.logs).await;
+                    return Ok(Life::Exited { info, was_ready: false });
+                }
+                Some(()) = self.stop_rx.recv() => {
+                    if stop_deadline.is_some() {
+                        handoff.remove();
+                        return Ok(Life::Stopped(self.stop_child(child, false).await));
+                    }
+                    tracing::info!(pid = child.pid, "stop requested while litestream starts: waiting until it is ready, to sync");
+                    stop_deadline = Some(Instant::now() + self.grace());
+                }
+                ready = probe => {
+                    if ready {
+                        break;
+                    }
+                    if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                        handoff.remove();
+                        return Ok(Life::Stopped(self.stop_child(child, false).await));
+                    }
+                    if Instant::now() >= give_up_at {
+                        tracing::error!(pid = child.pid, timeout_s = self.options.ready_timeout.as_secs(), "litestream did not become ready: stopping it");
+                        handoff.remove();
+                        let _ = self.stop_child_quietly(&mut child).await;
+                        let status = child.wait().await;
+                        let info = child.finish(status, &self.logs).await;
+                        return Ok(Life::Exited { info, was_ready: false });
+                    }
+                }
+            }
+        }
+        handoff.remove();
+        tracing::info!(
+            pid = child.pid,
+            ms = child.started.elapsed().as_millis() as u64,
+            "litestream ready"
+        );
+        self.set(|s| {
+            s.state = State::Ready;
+            s.ready_since = Some(SystemTime::now());
+            s.databases.clear();
+        });
+        if purpose == Purpose::FinalSync || stop_deadline.is_some() {
+            return Ok(Life::Stopped(self.stop_child(child, true).await));
+        }
+
+        // Sync once right away: litestream then has initialised every database, so even if this
+        // supervisor dies, its final sync on SIGTERM (parent-death signal) is not skipped; and
+        // the writes made while no litestream ran reach the replica now, not a sync interval
+        // later.
+        let initial_sync = async {
+            if let Some(control) = &control {
+                if let Err(e) = sync_all(control, Duration::from_secs(30)).await {
+                    tracing::warn!(error = %e, "initial sync failed");
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(initial_sync);
+        let mut poll = tokio::time::interval(POLL_EVERY);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let info = child.finish(status, &self.logs).await;
+                    return Ok(Life::Exited { info, was_ready: true });
+                }
+                Some(()) = self.stop_rx.recv() => {
+                    return Ok(Life::Stopped(self.stop_child(child, true).await));
+                }
+                _ = &mut initial_sync => unreachable!("the initial sync future never completes"),
+                _ = poll.tick() => if let Some(c) = &control {
+                    if let Some(dbs) = poll_databases(c).await {
+                        self.set(|s| s.databases = dbs);
+                    }
+                },
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s, for a litestream that never became ready.
+    async fn stop_child_quietly(&self, child: &mut LitestreamChild) -> std::process::ExitStatus {
+        child.signal(Signal::SIGTERM);
+        match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                child.signal(Signal::SIGKILL);
+                child.wait().await
+            }
+        }
+    }
+
+    /// The stop sequence: sync through the socket (when ready), exactly one SIGTERM, `grace`
+    /// from then on to exit, SIGKILL; always reaps. Further stop requests escalate.
+    async fn stop_child(&mut self, mut child: LitestreamChild, ready: bool) -> Result<()> {
+        self.set(|s| s.state = State::Stopping);
+        let grace = self.grace();
+        let mut sync_error = None;
+        let mut escalations = 0;
+        if ready {
+            if let Some(control) = self.control() {
+                let budget = self.config.shutdown_sync_timeout().min(grace);
+                tokio::select! {
+                    r = sync_all(&control, budget) => sync_error = r.err(),
+                    Some(()) = self.stop_rx.recv() => {
+                        tracing::warn!("second stop request: skipping the sync before stopping");
+                        escalations = 1;
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            pid = child.pid,
+            grace_s = grace.as_secs_f64(),
+            "stopping litestream (SIGTERM)"
+        );
+        child.signal(Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut killed = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = tokio::time::sleep_until(deadline), if !killed => {
+                    tracing::error!(pid = child.pid, "litestream did not exit within the grace period: SIGKILL");
+                    child.signal(Signal::SIGKILL);
+                    killed = true;
+                }
+                Some(()) = self.stop_rx.recv() => {
+                    escalations += 1;
+                    if escalations == 1 {
+                        tracing::warn!(pid = child.pid, "second stop request: SIGTERM again (litestream skips its final-sync retries)");
+                        child.signal(Signal::SIGTERM);
+                    } else {
+                        tracing::warn!(pid = child.pid, "third stop request: SIGKILL");
+                        child.signal(Signal::SIGKILL);
+                        killed = true;
+                    }
+                }
+            }
+        };
+        let info = child.finish(status, &self.logs).await;
+        tracing::info!(
+            pid = info.pid,
+            code = info.code,
+            signal = info.signal,
+            ran_for_ms = info.ran_for.as_millis() as u64,
+            "litestream stopped"
+        );
+        self.set(|s| s.last_exit = Some(info.clone()));
+        if killed {
+            return Err(Error::FinalSync(format!(
+                "litestream was killed ({info}); writes since its last sync may be missing from the replica"
+            )));
+        }
+        if self.logs.state().final_sync_failed() {
+            let n = info.last_lines.len().saturating_sub(5);
+            return Err(Error::FinalSync(format!(
+                "litestream reported it:\n{}",
+                info.last_lines[n..].join("\n")
+            )));
+        }
+        if let Some(e) = sync_error {
+            tracing::warn!(error = %e, "the sync before stopping failed; litestream's own final sync completed");
+        }
+        Ok(())
+    }
+
+    /// Verifies every `path` database each `every` while litestream is ready.
+    fn verify_loop(&self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let (binary, config, status) = (
+            self.binary.clone(),
+            self.config.clone(),
+            self.status.clone(),
+        );
+        let (runtime, control, mode) = (
+            self.runtime.path().to_path_buf(),
+            self.control(),
+            self.options.handoff,
+        );
+        async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                if status.borrow().state != State::Ready {
+                    continue;
+                }
+                for db in config.dbs() {
+                    let DbTarget::Path(db) = db else { continue };
+                    let timeout = Duration::from_secs(60);
+                    let checked = crate::verify::verify(
+                        &binary,
+                        &config,
+                        db,
+                        control.as_ref(),
+                        mode,
+                        &runtime,
+                        timeout,
+                    )
+                    .await;
+                    match checked {
+                        Ok(report) => {
+                            tracing::info!(db = %db.display(), outcome = ?report.outcome, reason = %report.reason, "verify");
+                            status.send_modify(|s| s.last_verify = Some(report));
+                        }
+                        Err(e) => {
+                            tracing::warn!(db = %db.display(), error = %e, "verify could not run")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The databases of `config`, for logs.
+fn db_list(config: &LitestreamConfig) -> String {
+    config
+        .dbs()
+        .iter()
+        .map(|d| match d {
+            DbTarget::Path(p) => p.display().to_string(),
+            DbTarget::Dir { dir, pattern } => format!("{}/{pattern}", dir.display()),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// An "exit" for a litestream that could not be spawned at all.
+fn spawn_failure(e: Error) -> ExitInfo {
+    ExitInfo {
+        pid: 0,
+        code: None,
+        signal: None,
+        at: SystemTime::now(),
+        ran_for: Duration::ZERO,
+        last_lines: vec![e.to_string()],
+    }
+}
