@@ -104,7 +104,7 @@ impl LogState {
 #[derive(Debug, Clone)]
 pub struct LogForwarder {
     mode: LogMode,
-    redactor: crate::redact::Redactor,
+    redactor: Arc<std::sync::RwLock<crate::redact::Redactor>>,
     state: Arc<LogState>,
     tx: Option<SyncSender<(Stream, String)>>,
 }
@@ -125,10 +125,15 @@ impl LogForwarder {
         });
         LogForwarder {
             mode,
-            redactor,
+            redactor: Arc::new(std::sync::RwLock::new(redactor)),
             state,
             tx,
         }
+    }
+
+    /// Replaces the redactor (a new config with other credentials).
+    pub fn set_redactor(&self, redactor: crate::redact::Redactor) {
+        *self.redactor.write().expect("redactor poisoned") = redactor;
     }
 
     /// The mode.
@@ -155,7 +160,12 @@ impl LogForwarder {
                 buf.pop();
             }
             let line = String::from_utf8_lossy(&buf);
-            let line = self.redactor.redact(&line).into_owned();
+            let line = self
+                .redactor
+                .read()
+                .expect("redactor poisoned")
+                .redact(&line)
+                .into_owned();
             self.state.keep(&line);
             if let Some(tx) = &self.tx {
                 match tx.try_send((stream, line)) {

@@ -108,7 +108,7 @@ pub async fn run(
         tokio::select! {
             status = child.wait() => break status,
             Some(sig) = signals.recv() => match sig {
-                HostSignal::Hangup => tracing::warn!("SIGHUP: config reload is not supported yet; ignored (not passed to litestream or the application)"),
+                HostSignal::Hangup => spawn_reload(daemon.reload_handle()),
                 _ => {
                     forwarded += 1;
                     let signal = if forwarded == 1 { sig.as_signal() } else { Signal::SIGKILL };
@@ -154,6 +154,15 @@ pub async fn run(
         }
         Err(e) => Err(e),
     }
+}
+
+/// SIGHUP: reload the config in the background (never passed to litestream or the application).
+pub fn spawn_reload(handle: crate::supervisor::ReloadHandle) {
+    tracing::info!("SIGHUP: reloading the config");
+    tokio::spawn(async move {
+        let outcome = handle.reload().await;
+        tracing::info!(?outcome, "reload");
+    });
 }
 
 /// The shell's convention: the exit code, or 128 + the signal that ended the process.

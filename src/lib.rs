@@ -75,4 +75,6 @@ pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};
 pub use status::{State, Status};
 pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
-pub use supervisor::{Daemon, Litestream, Options, StopHandle};
+pub use supervisor::{
+    Daemon, Litestream, Options, ReloadHandle, ReloadOutcome, ReloadSource, StopHandle,
+};

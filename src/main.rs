@@ -21,7 +21,7 @@ use restinpieces_litestream::restore::{self, RestoreRequest};
 use restinpieces_litestream::status::state_word;
 use restinpieces_litestream::{
     binary, check, doctor, framework_logs, health, init, keys, lock, reaper, render, runtime,
-    verify, ConfigStore, Error, Litestream, LitestreamConfig, Options, Strictness,
+    verify, ConfigStore, Error, Litestream, LitestreamConfig, Options, ReloadSource, Strictness,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -177,6 +177,10 @@ struct RunArgs {
     /// Verify the backup this often (e.g. 1h); the last result shows in `status`.
     #[arg(long, value_parser = humantime::parse_duration)]
     verify_every: Option<Duration>,
+    /// How often to look for a newly saved config generation and apply it (0 turns it off;
+    /// SIGHUP reloads at once either way).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    reload_check: Duration,
     /// The application to run once litestream is ready (after `--`).
     #[arg(last = true)]
     app: Vec<std::ffi::OsString>,
@@ -494,6 +498,11 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         allow_fresh_db: args.allow_fresh_db,
         verify_every: args.verify_every,
         config_id: Some(config_id),
+        reload: Some(ReloadSource {
+            store: ConfigStore::open(db, need(&g.age_key, "key")?)?,
+            scope: g.scope.clone(),
+            check_every: (!args.reload_check.is_zero()).then_some(args.reload_check),
+        }),
         ..Options::default()
     };
     if args.subreaper {
@@ -559,12 +568,11 @@ async fn supervise_only(
     signals: &mut mpsc::UnboundedReceiver<HostSignal>,
 ) -> Result<(), Error> {
     let stop = daemon.stop_handle();
+    let reload = daemon.reload_handle();
     let forward = async {
         while let Some(sig) = signals.recv().await {
             match sig {
-                HostSignal::Hangup => tracing::warn!(
-                    "SIGHUP: config reload is not supported yet; ignored (not passed to litestream)"
-                ),
+                HostSignal::Hangup => entrypoint::spawn_reload(reload.clone()),
                 _ => {
                     tracing::info!(?sig, "stopping");
                     stop.request();

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::backoff::Backoff;
@@ -71,6 +71,53 @@ pub struct Options {
     pub verify_every: Option<Duration>,
     /// The store row id of the config in use, shown in the status.
     pub config_id: Option<i64>,
+    /// Where [`Litestream::reload`] reads the newest config from; with `check_every`, a new
+    /// generation saved there is noticed and applied by itself.
+    pub reload: Option<ReloadSource>,
+}
+
+/// The store a running daemon reloads its config from.
+#[derive(Debug, Clone)]
+pub struct ReloadSource {
+    /// The config store.
+    pub store: crate::store::ConfigStore,
+    /// The scope in it.
+    pub scope: String,
+    /// How often to look for a new generation (a cheap read of the newest row id).
+    pub check_every: Option<Duration>,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// litestream was stopped with its final sync and started with generation `id`.
+    Applied { id: i64 },
+    /// The newest generation holds the config in use: litestream was left alone.
+    Unchanged { id: i64 },
+    /// The newest generation cannot be used (undecryptable, invalid, ...): litestream was left
+    /// alone.
+    Rejected { reason: String },
+}
+
+/// Asks a running daemon to reload its config. Cheap to clone, usable from a signal task.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::UnboundedSender<oneshot::Sender<ReloadOutcome>>,
+}
+
+impl ReloadHandle {
+    /// Loads and validates the newest generation; applies it when it differs.
+    pub async fn reload(&self) -> ReloadOutcome {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(reply).is_err() {
+            return ReloadOutcome::Rejected {
+                reason: "the daemon is not running".into(),
+            };
+        }
+        answer.await.unwrap_or(ReloadOutcome::Rejected {
+            reason: "the daemon stopped before reloading".into(),
+        })
+    }
 }
 
 impl Default for Options {
@@ -92,6 +139,7 @@ impl Default for Options {
             allow_fresh_db: false,
             verify_every: None,
             config_id: None,
+            reload: None,
         }
     }
 }
@@ -137,6 +185,8 @@ pub struct Litestream {
     status_tx: Arc<watch::Sender<Status>>,
     stop: StopHandle,
     stop_rx: Option<mpsc::UnboundedReceiver<()>>,
+    reload: ReloadHandle,
+    reload_rx: Option<mpsc::UnboundedReceiver<oneshot::Sender<ReloadOutcome>>>,
     task: Option<JoinHandle<Result<()>>>,
     logs: LogForwarder,
 }
@@ -146,6 +196,7 @@ impl Litestream {
     pub fn new(config: LitestreamConfig, options: Options) -> Self {
         let (status_tx, _) = watch::channel(Status::default());
         let (tx, rx) = mpsc::unbounded_channel();
+        let (reload_tx, reload_rx) = mpsc::unbounded_channel();
         let logs = LogForwarder::new(options.logs, config.redactor());
         Litestream {
             config: Arc::new(config),
@@ -156,6 +207,8 @@ impl Litestream {
                 requested: Arc::new(AtomicBool::new(false)),
             },
             stop_rx: Some(rx),
+            reload: ReloadHandle { tx: reload_tx },
+            reload_rx: Some(reload_rx),
             task: None,
             logs,
         }
@@ -169,6 +222,17 @@ impl Litestream {
     /// A handle that requests (and escalates) a stop.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
+    }
+
+    /// A handle that asks for a reload.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Loads and validates the newest generation from [`Options::reload`]; when it differs from
+    /// the config in use, stops litestream with its final sync and starts it with the new one.
+    pub async fn reload(&self) -> ReloadOutcome {
+        self.reload.reload().await
     }
 
     /// The last lines litestream printed.
@@ -199,23 +263,8 @@ impl Litestream {
         let runtime = RuntimeDir::for_db_in(&base, &instance)?;
         // One lock for the store (what `status` finds), one per replicated database: two
         // supervisors must never run litestream on the same database, whatever their --db.
-        let mut locks = vec![InstanceLock::acquire(&runtime.lock_path(), &instance)?];
-        let mut targets: Vec<PathBuf> = self
-            .config
-            .dbs()
-            .iter()
-            .map(|d| match d {
-                DbTarget::Path(p) => p.clone(),
-                DbTarget::Dir { dir, .. } => dir.clone(),
-            })
-            .collect();
-        targets.sort();
-        for target in targets {
-            let dir = RuntimeDir::for_db_in(&base, &target)?;
-            if dir.path() != runtime.path() {
-                locks.push(InstanceLock::acquire(&dir.lock_path(), &target)?);
-            }
-        }
+        let store_lock = InstanceLock::acquire(&runtime.lock_path(), &instance)?;
+        let db_locks = run::lock_databases(&self.config, &base, &runtime, &[])?;
         runtime.sweep();
         crate::restore::prepare_databases(
             &binary,
@@ -245,7 +294,13 @@ impl Litestream {
         let supervisor = run::Supervisor {
             binary,
             runtime,
-            locks,
+            runtime_base: base,
+            store_lock,
+            db_locks,
+            reload_rx: self
+                .reload_rx
+                .take()
+                .expect("taken only once, with stop_rx"),
             rendered,
             config: self.config.clone(),
             options: self.options.clone(),

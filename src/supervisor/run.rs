@@ -7,15 +7,16 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::child::LitestreamChild;
 use super::socket::{poll_databases, sync_all, POLL_EVERY};
-use super::Options;
+use super::{Options, ReloadOutcome};
 use crate::binary::LitestreamBinary;
 use crate::child_logs::LogForwarder;
 use crate::config::{DbTarget, LitestreamConfig};
@@ -23,7 +24,7 @@ use crate::control::ControlClient;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::lock::InstanceLock;
-use crate::render::Rendered;
+use crate::render::{render, Rendered};
 use crate::runtime::RuntimeDir;
 use crate::status::{ExitInfo, State, Status};
 
@@ -31,8 +32,11 @@ use crate::status::{ExitInfo, State, Status};
 pub(super) struct Supervisor {
     pub binary: LitestreamBinary,
     pub runtime: RuntimeDir,
-    /// The store's lock first, then one per database; litestream inherits them all.
-    pub locks: Vec<InstanceLock>,
+    pub runtime_base: PathBuf,
+    /// The store's lock, and one per replicated database; litestream inherits them all.
+    pub store_lock: InstanceLock,
+    pub db_locks: Vec<(PathBuf, InstanceLock)>,
+    pub reload_rx: mpsc::UnboundedReceiver<oneshot::Sender<ReloadOutcome>>,
     pub rendered: Rendered,
     pub config: Arc<LitestreamConfig>,
     pub options: Options,
@@ -49,6 +53,15 @@ enum Life {
     Exited { info: ExitInfo, was_ready: bool },
     /// A stop was requested and carried out.
     Stopped(Result<()>),
+    /// It was stopped to start again with a new config.
+    Reloaded,
+}
+
+/// A validated new config, with the locks of its databases already held.
+struct Prepared {
+    config: LitestreamConfig,
+    id: i64,
+    new_locks: Vec<(PathBuf, InstanceLock)>,
 }
 
 /// What to do once litestream is ready.
@@ -58,6 +71,31 @@ enum Purpose {
     Replicate,
     /// A stop came while no litestream ran: sync, then stop at once.
     FinalSync,
+}
+
+/// Takes the lock of every database of `config` not in `already` (in path order).
+pub(super) fn lock_databases(
+    config: &LitestreamConfig,
+    base: &std::path::Path,
+    store_runtime: &RuntimeDir,
+    already: &[PathBuf],
+) -> Result<Vec<(PathBuf, InstanceLock)>> {
+    let mut targets = targets_of(config);
+    targets.sort();
+    let mut taken = Vec::new();
+    for target in targets {
+        if already.contains(&target) {
+            continue;
+        }
+        let dir = RuntimeDir::for_db_in(base, &target)?;
+        if dir.path() != store_runtime.path() {
+            taken.push((
+                target.clone(),
+                InstanceLock::acquire(&dir.lock_path(), &target)?,
+            ));
+        }
+    }
+    Ok(taken)
 }
 
 impl Supervisor {
@@ -80,6 +118,10 @@ impl Supervisor {
         loop {
             let (info, was_ready) = match self.live(Purpose::Replicate).await {
                 Ok(Life::Stopped(result)) => return self.stopped(result),
+                Ok(Life::Reloaded) => {
+                    attempt = 0;
+                    continue;
+                }
                 Ok(Life::Exited { info, was_ready }) => (info, was_ready),
                 Err(e) if !ever_ready && !self.options.retry_start => return self.fail(e),
                 // A restart that cannot even spawn (EAGAIN, a binary being replaced, ...) is
@@ -152,12 +194,28 @@ impl Supervisor {
                 s.last_exit = Some(info);
                 s.pid = None;
             });
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                Some(()) = self.stop_rx.recv() => {
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    Some(reply) = self.reload_rx.recv() => {
+                        // No litestream runs: a valid new config applies at once and ends the wait.
+                        let outcome = match self.prepare_reload().await {
+                            Ok(prepared) => self.apply(prepared),
+                            Err(outcome) => outcome,
+                        };
+                        let applied = matches!(outcome, ReloadOutcome::Applied { .. });
+                        let _ = reply.send(outcome);
+                        if applied {
+                            break;
+                        }
+                    }
+                    Some(()) = self.stop_rx.recv() => {
                     tracing::info!("stop requested while litestream was restarting: one more start, only to sync");
                     let result = match self.live(Purpose::FinalSync).await {
                         Ok(Life::Stopped(r)) => r,
+                        Ok(Life::Reloaded) => unreachable!("a final-sync run stops as soon as it is ready"),
                         Ok(Life::Exited { info, .. }) => Err(Error::FinalSync(format!(
                             "litestream was restarting and could not sync before stopping ({info}); writes since its last sync may be missing from the replica"
                         ))),
@@ -166,6 +224,7 @@ impl Supervisor {
                         ))),
                     };
                     return self.stopped(result);
+                    }
                 }
             }
             self.set(|s| s.restarts += 1);
@@ -216,9 +275,11 @@ impl Supervisor {
             self.runtime.path(),
         )?;
         self.logs.state().reset_for_child();
-        let lock_fds: Vec<_> = self.locks.iter().map(InstanceLock::raw_fd).collect();
+        let mut lock_fds = vec![self.store_lock.raw_fd()];
+        lock_fds.extend(self.db_locks.iter().map(|(_, l)| l.raw_fd()));
         let mut child = LitestreamChild::spawn(&self.binary.path, &handoff, lock_fds, &self.logs)?;
-        for lock in &mut self.locks {
+        self.store_lock.record(Some(child.pid));
+        for (_, lock) in &mut self.db_locks {
             lock.record(Some(child.pid));
         }
         tracing::info!(
@@ -309,8 +370,25 @@ impl Supervisor {
         tokio::pin!(initial_sync);
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let check_every = self
+            .options
+            .reload
+            .as_ref()
+            .and_then(|r| r.check_every)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + check_every, check_every);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut reply = None;
             tokio::select! {
+                Some(r) = self.reload_rx.recv() => reply = Some(r),
+                _ = check.tick(), if self.options.reload.as_ref().is_some_and(|r| r.check_every.is_some()) => {
+                    if !self.newer_generation().await {
+                        continue;
+                    }
+                    tracing::info!("a new config generation was saved: reloading");
+                }
                 status = child.wait() => {
                     let info = child.finish(status, &self.logs).await;
                     return Ok(Life::Exited { info, was_ready: true });
@@ -319,13 +397,113 @@ impl Supervisor {
                     return Ok(Life::Stopped(self.stop_child(child, true).await));
                 }
                 _ = &mut initial_sync => unreachable!("the initial sync future never completes"),
-                _ = poll.tick() => if let Some(c) = &control {
-                    if let Some(dbs) = poll_databases(c).await {
-                        self.set(|s| s.databases = dbs);
+                _ = poll.tick() => {
+                    if let Some(c) = &control {
+                        if let Some(dbs) = poll_databases(c).await {
+                            self.set(|s| s.databases = dbs);
+                        }
                     }
+                    continue;
                 },
             }
+            // A reload: requested, or a new generation noticed.
+            match self.prepare_reload().await {
+                Ok(prepared) => {
+                    tracing::info!(pid = child.pid, id = prepared.id, "new config: stopping litestream with its final sync, then starting it with the new config");
+                    if let Err(e) = self.stop_child(child, true).await {
+                        tracing::error!(error = %e, "the final sync before the reload failed");
+                    }
+                    let outcome = self.apply(prepared);
+                    if let Some(r) = reply {
+                        let _ = r.send(outcome);
+                    }
+                    return Ok(Life::Reloaded);
+                }
+                Err(outcome) => {
+                    if let Some(r) = reply {
+                        let _ = r.send(outcome);
+                    }
+                }
+            }
         }
+    }
+
+    /// True when the store's newest generation is not the one in use (a cheap id read).
+    async fn newer_generation(&self) -> bool {
+        let Some(source) = self.options.reload.clone() else {
+            return false;
+        };
+        let current = self.status.borrow().config_id;
+        let newest =
+            tokio::task::spawn_blocking(move || source.store.newest_id(&source.scope)).await;
+        match newest {
+            Ok(Ok(Some(id))) => Some(id) != current,
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot check the store for a new config");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Loads and validates the newest generation, and takes the locks of its databases. Any
+    /// reason not to switch comes back as the outcome to report (and is logged).
+    async fn prepare_reload(&mut self) -> std::result::Result<Prepared, ReloadOutcome> {
+        let reject = |reason: String| {
+            tracing::error!(reason = %reason, "config not reloaded; litestream keeps running with the config in use");
+            ReloadOutcome::Rejected { reason }
+        };
+        let Some(source) = self.options.reload.clone() else {
+            return Err(reject("no config store to reload from".into()));
+        };
+        let loaded = tokio::task::spawn_blocking(move || source.store.load(&source.scope, 0)).await;
+        let stored = match loaded {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => return Err(reject(e.to_string())),
+            Err(e) => return Err(reject(e.to_string())),
+        };
+        if *stored.plaintext == *self.config.yaml().as_bytes() {
+            let id = stored.id;
+            tracing::info!(id, "config unchanged: litestream left alone");
+            self.set(|s| s.config_id = Some(id));
+            return Err(ReloadOutcome::Unchanged { id });
+        }
+        let config = LitestreamConfig::parse(&stored.plaintext, crate::config::Strictness::Lenient)
+            .map_err(|e| reject(format!("generation id {} is not usable: {e}", stored.id)))?;
+        let held: Vec<PathBuf> = self.db_locks.iter().map(|(p, _)| p.clone()).collect();
+        let new_locks = lock_databases(&config, &self.runtime_base, &self.runtime, &held)
+            .map_err(|e| reject(e.to_string()))?;
+        config.log_warnings();
+        Ok(Prepared {
+            config,
+            id: stored.id,
+            new_locks,
+        })
+    }
+
+    /// Switches to a prepared config (no litestream runs at this point).
+    fn apply(&mut self, prepared: Prepared) -> ReloadOutcome {
+        let Prepared {
+            config,
+            id,
+            new_locks,
+        } = prepared;
+        let wanted = targets_of(&config);
+        self.db_locks.retain(|(p, _)| wanted.contains(p));
+        self.db_locks.extend(new_locks);
+        self.rendered = render(&config, &self.runtime.socket_path());
+        self.logs.set_redactor(config.redactor());
+        let stall_after = (config.sync_interval().unwrap_or(Duration::from_secs(1)) * 3)
+            .max(Duration::from_secs(10));
+        self.config = Arc::new(config);
+        self.set(|s| {
+            s.config_id = Some(id);
+            s.stall_after = stall_after;
+            s.databases.clear();
+        });
+        tracing::info!(id, "config reloaded");
+        ReloadOutcome::Applied { id }
     }
 
     /// SIGTERM, then SIGKILL after 5 s, for a litestream that never became ready.
@@ -460,6 +638,18 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The paths a config replicates (files and directories).
+fn targets_of(config: &LitestreamConfig) -> Vec<PathBuf> {
+    config
+        .dbs()
+        .iter()
+        .map(|d| match d {
+            DbTarget::Path(p) => p.clone(),
+            DbTarget::Dir { dir, .. } => dir.clone(),
+        })
+        .collect()
 }
 
 /// The databases of `config`, for logs.

@@ -6,6 +6,7 @@ mod deploy;
 mod entrypoint;
 mod logging;
 mod operations;
+mod reload;
 mod replication;
 mod supervise;
 mod support;
