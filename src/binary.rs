@@ -105,3 +105,23 @@ mod tests {
         assert!(parse_version("0.3.13").unwrap() < MIN_VERSION);
     }
 }
+
+/// Environment variables a child must not inherit: this supervisor's own `RIP_*` (they name the
+/// key file), plus, for litestream, `AWS_CA_BUNDLE` (any value makes its S3 client fail to
+/// initialise, upstream issue #639; said once per process).
+pub fn withheld_env(for_litestream: bool) -> Vec<std::ffi::OsString> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let mut names = Vec::new();
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("RIP_") {
+            names.push(name);
+        } else if for_litestream && text == "AWS_CA_BUNDLE" {
+            SAID.call_once(|| {
+                tracing::warn!("AWS_CA_BUNDLE is set: it is left out of litestream's environment (litestream's S3 client fails whenever it is set)");
+            });
+            names.push(name);
+        }
+    }
+    names
+}

@@ -82,10 +82,8 @@ pub async fn run(
         .stderr(Stdio::inherit())
         .process_group(0)
         .kill_on_drop(false);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RIP_") {
-            cmd.env_remove(name);
-        }
+    for name in crate::binary::withheld_env(false) {
+        cmd.env_remove(name);
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

@@ -33,10 +33,8 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RIP_") {
-            std_cmd.env_remove(name);
-        }
+    for name in crate::binary::withheld_env(true) {
+        std_cmd.env_remove(name);
     }
     if let Some(fd) = handoff.inherited_fd() {
         // SAFETY: the closure only calls `inherit_in_child`, which is async-signal-safe.

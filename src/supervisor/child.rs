@@ -47,10 +47,8 @@ impl LitestreamChild {
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(false);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("RIP_") {
-                cmd.env_remove(name);
-            }
+        for name in crate::binary::withheld_env(true) {
+            cmd.env_remove(name);
         }
         // Our own pipes, so that litestream can keep their read ends: if this supervisor dies,
         // its log writes then never fail with EPIPE, which makes Go kill itself with SIGPIPE
