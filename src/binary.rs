@@ -92,20 +92,6 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions() {
-        assert_eq!(parse_version("0.5.17"), Some((0, 5, 17)));
-        assert_eq!(parse_version("v0.3.13"), Some((0, 3, 13)));
-        assert_eq!(parse_version("v0.5.0-rc1"), Some((0, 5, 0)));
-        assert_eq!(parse_version("(development build)"), None);
-        assert!(parse_version("0.3.13").unwrap() < MIN_VERSION);
-    }
-}
-
 /// Environment variables a child must not inherit: this supervisor's own `RIP_*` (they name the
 /// key file), plus, for litestream, `AWS_CA_BUNDLE` (any value makes its S3 client fail to
 /// initialise, upstream issue #639; said once per process).
@@ -124,4 +110,18 @@ pub fn withheld_env(for_litestream: bool) -> Vec<std::ffi::OsString> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("0.5.17"), Some((0, 5, 17)));
+        assert_eq!(parse_version("v0.3.13"), Some((0, 3, 13)));
+        assert_eq!(parse_version("v0.5.0-rc1"), Some((0, 5, 0)));
+        assert_eq!(parse_version("(development build)"), None);
+        assert!(parse_version("0.3.13").unwrap() < MIN_VERSION);
+    }
 }

@@ -8,5 +8,6 @@ mod logging;
 mod operations;
 mod reload;
 mod replication;
+mod s3;
 mod supervise;
 mod support;
