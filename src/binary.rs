@@ -47,8 +47,66 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
 /// Finds litestream and checks that it runs and is at least 0.5.0.
 pub fn find(explicit: Option<&Path>) -> Result<LitestreamBinary> {
     let path = locate(explicit)?;
+    if let Some(version) = cached_version(&path) {
+        return Ok(LitestreamBinary { path, version });
+    }
     let version = version_of(&path)?;
+    remember_version(&path, &version);
     Ok(LitestreamBinary { path, version })
+}
+
+/// What identifies one build of a binary on disk: path, size, modification and change times.
+fn fingerprint(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let canonical = std::fs::canonicalize(path).ok()?;
+    let m = std::fs::metadata(&canonical).ok()?;
+    Some(format!(
+        "{}\t{}\t{}.{}\t{}.{}\t{}",
+        canonical.display(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino()
+    ))
+}
+
+fn version_cache() -> std::path::PathBuf {
+    crate::runtime::base_dir().join("litestream-versions")
+}
+
+/// The version recorded for this exact binary (running a 38 MB Go binary just to ask costs about
+/// 25 ms, most of a start); `None` when it changed or was never checked.
+fn cached_version(path: &Path) -> Option<String> {
+    let key = fingerprint(path)?;
+    let text = std::fs::read_to_string(version_cache()).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once('\t')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+fn remember_version(path: &Path, version: &str) {
+    let (Some(key), true) = (fingerprint(path), !version.contains('\n')) else {
+        return;
+    };
+    let base = crate::runtime::base_dir();
+    if crate::runtime::ensure_private_dir(&base).is_err() {
+        return;
+    }
+    let cache = version_cache();
+    let mut lines: Vec<String> = std::fs::read_to_string(&cache)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{}\t", key.split('\t').next().unwrap_or(""))))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{key}\t{version}"));
+    let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, lines.join("\n") + "\n").is_ok() {
+        let _ = std::fs::rename(&tmp, &cache);
+    }
 }
 
 fn version_of(path: &Path) -> Result<String> {

@@ -1,5 +1,14 @@
-//! One litestream process: spawned in its own process group with a parent-death signal, its
-//! pipes drained, signalled as a group, always reaped.
+//! One litestream process: spawned in its own process group, its pipes drained, signalled as a
+//! group, always reaped; and told exactly once (SIGTERM) if this supervisor dies, so that it
+//! still does its final sync.
+//!
+//! Why not `PR_SET_PDEATHSIG` on litestream itself: the kernel sends that signal each time the
+//! child is re-parented, and a killed multi-threaded supervisor re-parents it once per exiting
+//! thread. litestream takes a second SIGTERM as "skip the final sync" (observed: the row
+//! written last was missing). Instead a tiny watcher, forked between fork and exec, waits on a
+//! pipe whose only writer is this supervisor: end of file means the supervisor is gone, and the
+//! watcher sends one SIGTERM. The watcher itself dies with litestream (its own parent-death
+//! signal, SIGKILL, which may come any number of times).
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
@@ -25,14 +34,14 @@ pub(crate) struct LitestreamChild {
     drains: Vec<JoinHandle<()>>,
     /// Its exit status was taken by someone else: its pid must not be signalled any more.
     reaped_elsewhere: bool,
+    /// The watcher's pipe: while this end is open, the watcher knows the supervisor lives.
+    _alive: Option<std::os::fd::OwnedFd>,
 }
 
 impl LitestreamChild {
     /// Spawns `litestream replicate -no-expand-env -config <handoff>`. `keep_fds` are inherited
     /// by litestream (the memfd, the instance lock); everything else stays close-on-exec.
     ///
-    /// Must run on a long-lived runtime thread (not `spawn_blocking`): the parent-death signal
-    /// fires when the thread that forked exits.
     pub fn spawn(
         binary: &Path,
         handoff: &Handoff,
@@ -68,24 +77,24 @@ impl LitestreamChild {
         };
         let read_ends = pipes.as_ref().map(|(o, e)| [o.as_raw_fd(), e.as_raw_fd()]);
         let memfd = handoff.inherited_fd();
-        let parent = std::process::id() as i32;
+        // The watcher's pipe (Linux: the watcher needs a parent-death signal of its own).
+        let alive = if cfg!(target_os = "linux") {
+            Some(
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                    .map_err(|e| Error::io("cannot create pipe", "<pipe>", e.into()))?,
+            )
+        } else {
+            None
+        };
+        let alive_fds = alive.as_ref().map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd()));
         // SAFETY: the closure runs between fork and exec. It only makes async-signal-safe system
-        // calls (prctl, getppid, _exit, fcntl) on values captured by copy, and does not allocate.
+        // calls (fcntl, fork, close, signal, prctl, getppid, read, kill, _exit) on values
+        // captured by copy or allocated before the fork, and allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
-                #[cfg(target_os = "linux")]
-                {
-                    if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGTERM) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The parent may have died before prctl: then nobody would ever signal us.
-                    // (Not kill(SIGTERM): until exec, the parent's signal handlers are in place.)
-                    if nix::libc::getppid() != parent {
-                        nix::libc::_exit(1);
-                    }
+                if let Some((read_fd, write_fd)) = alive_fds {
+                    start_watcher(read_fd, write_fd);
                 }
-                #[cfg(not(target_os = "linux"))]
-                let _ = parent;
                 if let Some(fds) = read_ends {
                     for fd in fds {
                         inherit_in_child(fd)?;
@@ -103,7 +112,9 @@ impl LitestreamChild {
         let child = cmd.spawn().map_err(|e| {
             Error::LitestreamFailed(format!("{} cannot be started: {e}", binary.display()))
         })?;
-        drop(cmd); // closes our copies of the write ends, so the readers see EOF at exit
+        drop(cmd); // closes our copies of the log pipes' write ends: the readers see EOF at exit
+                   // Keep the writer end for litestream's life; the reader end lives on in the watcher.
+        let alive = alive.map(|(_read, write)| write);
         let pid = child.id().expect("a just-spawned child has a pid");
         crate::reaper::register(pid);
         let mut drains = Vec::new();
@@ -121,6 +132,7 @@ impl LitestreamChild {
             started: Instant::now(),
             drains,
             reaped_elsewhere: false,
+            _alive: alive,
         })
     }
 
@@ -184,3 +196,81 @@ impl LitestreamChild {
         }
     }
 }
+
+/// In the forked child, before exec: forks the watcher. The watcher closes its copy of the
+/// pipe's write end, ignores the group signals meant for litestream, dies with litestream
+/// (parent-death SIGKILL), and when the pipe reports end of file (every writer gone: this
+/// supervisor died) sends litestream exactly one SIGTERM.
+///
+/// # Safety
+/// Only between fork and exec; async-signal-safe calls only.
+#[cfg(target_os = "linux")]
+unsafe fn start_watcher(read_fd: RawFd, write_fd: RawFd) {
+    use nix::libc;
+    // SAFETY (whole body): plain system calls on descriptors and pids we own; no allocation.
+    unsafe {
+        let target = libc::getpid(); // about to become litestream
+        match libc::fork() {
+            0 => {
+                // Keep only the pipe's read end: any other descriptor held here would outlive
+                // its purpose (std's exec-error pipe would make the spawning parent wait for
+                // this process, the log pipes would not close with litestream, ...).
+                let _ = write_fd;
+                close_all_but(read_fd);
+                for sig in [
+                    libc::SIGTERM,
+                    libc::SIGINT,
+                    libc::SIGHUP,
+                    libc::SIGUSR1,
+                    libc::SIGUSR2,
+                ] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != target {
+                    libc::_exit(0);
+                }
+                let mut byte = 0u8;
+                loop {
+                    let n = libc::read(read_fd, (&mut byte as *mut u8).cast(), 1);
+                    if n < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    if n == 0 {
+                        libc::kill(target, libc::SIGTERM);
+                    }
+                    libc::_exit(0);
+                }
+            }
+            _ => {
+                // litestream does not need the read end; a failed fork just means no watcher.
+                libc::close(read_fd);
+            }
+        }
+    }
+}
+
+/// Closes every descriptor except `keep` (close_range, or a loop where it is missing).
+///
+/// # Safety
+/// Async-signal-safe; for a freshly forked process.
+#[cfg(target_os = "linux")]
+unsafe fn close_all_but(keep: RawFd) {
+    use nix::libc;
+    // SAFETY: close_range and close take plain integers.
+    unsafe {
+        let keep = keep as libc::c_uint;
+        let low = keep == 0 || libc::syscall(libc::SYS_close_range, 0, keep - 1, 0) == 0;
+        let high = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0) == 0;
+        if !(low && high) {
+            for fd in 0..4096 {
+                if fd != keep as RawFd {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+unsafe fn start_watcher(_read_fd: RawFd, _write_fd: RawFd) {}
