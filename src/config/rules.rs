@@ -291,9 +291,15 @@ impl Checker {
         }
     }
 
-    fn root(&mut self, root: &Mapping) {
+    fn root(&mut self, root: &Mapping, text: &str) {
         self.walk(root, Section::Root, "");
-        self.no_env_vars(&Value::Mapping(root.clone()), "");
+        // Most configs hold no `$` at all: then there is nothing to look for.
+        if text.contains('$') {
+            for (k, item) in root {
+                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
+                self.no_env_vars(item, &name);
+            }
+        }
         if root.contains_key("exec") {
             self.error(
                 "exec",
@@ -492,7 +498,7 @@ pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
         report: Report::default(),
     };
     match serde_yaml::from_str::<Value>(yaml) {
-        Ok(Value::Mapping(root)) => checker.root(&root),
+        Ok(Value::Mapping(root)) => checker.root(&root, yaml),
         Ok(Value::Null) => checker.error(
             "(root)",
             "the config is empty: it needs at least a `dbs:` list",

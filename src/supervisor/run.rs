@@ -363,15 +363,15 @@ impl Supervisor {
         // supervisor dies, its final sync on SIGTERM (parent-death signal) is not skipped; and
         // the writes made while no litestream ran reach the replica now, not a sync interval
         // later.
-        let initial_sync = async {
-            if let Some(control) = &control {
-                if let Err(e) = sync_all(control, Duration::from_secs(30)).await {
+        // A request still in flight when litestream is told to stop would hold its HTTP server's
+        // shutdown for 5 s: the task is aborted (its connection closed) before any stop.
+        let mut initial_sync = control.clone().map(|c| {
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = sync_all(&c, Duration::from_secs(30)).await {
                     tracing::warn!(error = %e, "initial sync failed");
                 }
-            }
-            std::future::pending::<()>().await
-        };
-        tokio::pin!(initial_sync);
+            }))
+        });
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let check_every = self
@@ -398,9 +398,9 @@ impl Supervisor {
                     return Ok(Life::Exited { info, was_ready: true });
                 }
                 Some(()) = self.stop_rx.recv() => {
+                    initial_sync.take();
                     return Ok(Life::Stopped(self.stop_child(child, true).await));
                 }
-                _ = &mut initial_sync => unreachable!("the initial sync future never completes"),
                 _ = poll.tick() => {
                     if let Some(c) = &control {
                         if let Some(dbs) = poll_databases(c).await {
@@ -413,6 +413,7 @@ impl Supervisor {
             // A reload: requested, or a new generation noticed.
             match self.prepare_reload().await {
                 Ok(prepared) => {
+                    initial_sync.take();
                     tracing::info!(pid = child.pid, id = prepared.id, "new config: stopping litestream with its final sync, then starting it with the new config");
                     if let Err(e) = self.stop_child(child, true).await {
                         tracing::error!(error = %e, "the final sync before the reload failed");
@@ -641,6 +642,15 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

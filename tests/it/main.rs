@@ -4,8 +4,10 @@
 mod config_cli;
 mod deploy;
 mod entrypoint;
+mod fuzz;
 mod logging;
 mod operations;
+mod reliability;
 mod reload;
 mod replication;
 mod s3;
