@@ -32,6 +32,7 @@
 //! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], stop, status;
 //! - [`child_logs`]: litestream's log lines, kept and forwarded without blocking it;
 //! - [`control`]: litestream's control-socket client;
+//! - [`follow`]: read replicas (`litestream restore -f`, supervised);
 //! - [`framework_logs`]: JSON log lines and the SQLite `logs` sink for the binary;
 //! - [`entrypoint`]: `run -- APP`: litestream and the application side by side;
 //! - [`redact`]: keeping credentials out of logs and messages;
@@ -53,6 +54,7 @@ pub mod control;
 pub mod doctor;
 pub mod entrypoint;
 mod error;
+pub mod follow;
 pub mod framework_logs;
 pub mod handoff;
 pub mod health;
@@ -76,5 +78,6 @@ pub use error::{Error, Result};
 pub use status::{State, Status};
 pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
 pub use supervisor::{
-    Daemon, Litestream, Options, ReloadHandle, ReloadOutcome, ReloadSource, StopHandle,
+    Daemon, FollowSource, Litestream, Options, ReloadHandle, ReloadOutcome, ReloadSource, Role,
+    StopHandle,
 };

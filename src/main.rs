@@ -17,6 +17,7 @@ use std::sync::Arc;
 use restinpieces_litestream::config::DbTarget;
 use restinpieces_litestream::control::ControlClient;
 use restinpieces_litestream::entrypoint::{self, App, HostSignal};
+use restinpieces_litestream::follow::Follower;
 use restinpieces_litestream::restore::{self, RestoreRequest};
 use restinpieces_litestream::status::state_word;
 use restinpieces_litestream::{
@@ -92,9 +93,42 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// The status of the follower writing this copy, instead of the supervisor for --db.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
     /// Check a database for replication (WAL mode, other users, litestream state, size).
     Doctor { db: PathBuf },
+    /// Keep a read-only copy up to date from a replica (supervised `litestream restore -f`).
+    Follow(FollowArgs),
+}
+
+#[derive(Args)]
+struct FollowArgs {
+    /// The read-only copy to maintain (open it read-only).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// How often litestream polls the replica (Go duration, e.g. 1s).
+    #[arg(long)]
+    follow_interval: Option<String>,
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
+    #[arg(long)]
+    litestream: Option<PathBuf>,
+    /// How the decrypted config reaches litestream: memfd (Linux default) or file.
+    #[arg(long)]
+    handoff: Option<HandoffMode>,
+    /// First restart delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms")]
+    backoff_initial: Duration,
+    /// Longest restart delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    backoff_max: Duration,
+    /// Serve GET /healthz and /readyz on this address.
+    #[arg(long)]
+    health_addr: Option<std::net::SocketAddr>,
+    /// A database of the stored config (its replica is followed), or a replica URL
+    /// (s3://bucket/path, file:///dir, ...). Default: the config's only database.
+    source: Option<String>,
 }
 
 #[derive(Args)]
@@ -328,7 +362,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Run(args) => run_command(g, args),
         Command::Restore(args) => restore_command(g, args),
         Command::Verify(args) => verify_command(g, args),
-        Command::Status { json } => status_command(g, json),
+        Command::Status { json, output } => status_command(g, json, output.as_deref()),
+        Command::Follow(args) => follow_command(g, args),
         Command::Doctor { db } => doctor_command(&db),
     }
 }
@@ -780,8 +815,11 @@ fn verify_command(g: &Global, args: VerifyArgs) -> Result<u8, Error> {
     Ok(report.outcome.exit_code())
 }
 
-fn status_command(g: &Global, json: bool) -> Result<u8, Error> {
-    let store = need(&g.db, "db")?;
+fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, Error> {
+    let store = match output {
+        Some(o) => o,
+        None => need(&g.db, "db")?,
+    };
     let dir = runtime::RuntimeDir::path_for(store)?;
     if lock::holder(&dir.join("lock")).is_none() {
         eprintln!(
@@ -850,4 +888,52 @@ fn doctor_command(db: &Path) -> Result<u8, Error> {
         must_change |= c.required && !c.ok;
     }
     Ok(if must_change { 1 } else { 0 })
+}
+
+fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
+    let options = Options {
+        litestream: args.litestream,
+        handoff: args.handoff.unwrap_or_default(),
+        backoff: Backoff {
+            initial: args.backoff_initial,
+            max: args.backoff_max,
+            ..Backoff::default()
+        },
+        // A follower may start before the primary's first backup: keep trying.
+        retry_start: true,
+        ..Options::default()
+    };
+    let output = std::path::absolute(&args.output)
+        .map_err(|e| Error::Usage(format!("bad --output: {e}")))?;
+    let mut daemon = match args.source.as_deref() {
+        Some(url) if url.contains("://") => {
+            Follower::from_url(url.to_string(), output, args.follow_interval, options)?
+        }
+        source => {
+            let (config, _) = load_config(g)?;
+            let db = pick_db(&config, source.map(Path::new))?;
+            Follower::from_config(config, db, output, args.follow_interval, options)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
+    runtime.block_on(async move {
+        let (tx, mut signals) = mpsc::unbounded_channel();
+        let listener = tokio::spawn(listen_for_signals(tx));
+        let health = match args.health_addr {
+            Some(addr) => Some(health::serve(addr, daemon.status()).await?),
+            None => None,
+        };
+        tokio::spawn(health::notify_systemd(daemon.status()));
+        let path = args.output.clone();
+        let result = supervise_only(&mut daemon, &path, &mut signals).await;
+        listener.abort();
+        if let Some(h) = health {
+            h.abort();
+        }
+        result.map(|()| 0)
+    })
 }

@@ -74,6 +74,34 @@ pub struct Options {
     /// Where [`Litestream::reload`] reads the newest config from; with `check_every`, a new
     /// generation saved there is noticed and applied by itself.
     pub reload: Option<ReloadSource>,
+    /// Replicate (the default), or follow a replica (see [`crate::follow`]).
+    pub role: Role,
+}
+
+/// What the supervised litestream does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Role {
+    /// `litestream replicate`.
+    #[default]
+    Replicate,
+    /// `litestream restore -f`: keep `output` up to date from the replica of `source`.
+    Follow {
+        /// The database of the config whose replica is followed, or a replica URL.
+        source: FollowSource,
+        /// The read-only copy it maintains.
+        output: PathBuf,
+        /// `-follow-interval` (Go duration), litestream's default when `None`.
+        interval: Option<String>,
+    },
+}
+
+/// What a follower follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowSource {
+    /// A `path` database of the (stored) config: its replica settings and credentials.
+    Db(PathBuf),
+    /// A replica URL (credentials, if any, from the environment).
+    Url(String),
 }
 
 /// The store a running daemon reloads its config from.
@@ -140,6 +168,7 @@ impl Default for Options {
             verify_every: None,
             config_id: None,
             reload: None,
+            role: Role::Replicate,
         }
     }
 }
@@ -249,11 +278,17 @@ impl Litestream {
             .ok_or_else(|| Error::Usage("this daemon was already started".into()))?;
         let binary = binary::find(self.options.litestream.as_deref())?;
         tracing::debug!(path = %binary.path.display(), version = %binary.version, "found litestream");
-        let instance = match (&self.options.instance, self.config.dbs().first()) {
-            (Some(p), _) => p.clone(),
-            (None, Some(DbTarget::Path(p))) => p.clone(),
-            (None, Some(DbTarget::Dir { dir, .. })) => dir.clone(),
-            (None, None) => return Err(Error::Usage("the config has no database".into())),
+        let following = matches!(self.options.role, Role::Follow { .. });
+        let instance = match (
+            &self.options.role,
+            &self.options.instance,
+            self.config.dbs().first(),
+        ) {
+            (Role::Follow { output, .. }, _, _) => output.clone(),
+            (_, Some(p), _) => p.clone(),
+            (_, None, Some(DbTarget::Path(p))) => p.clone(),
+            (_, None, Some(DbTarget::Dir { dir, .. })) => dir.clone(),
+            (_, None, None) => return Err(Error::Usage("the config has no database".into())),
         };
         let base = self
             .options
@@ -262,20 +297,35 @@ impl Litestream {
             .unwrap_or_else(crate::runtime::base_dir);
         let runtime = RuntimeDir::for_db_in(&base, &instance)?;
         // One lock for the store (what `status` finds), one per replicated database: two
-        // supervisors must never run litestream on the same database, whatever their --db.
+        // supervisors must never run litestream on the same database, whatever their --db. A
+        // follower locks its output only (its primary may well run on this machine).
         let store_lock = InstanceLock::acquire(&runtime.lock_path(), &instance)?;
-        let db_locks = run::lock_databases(&self.config, &base, &runtime, &[])?;
+        let db_locks = if following {
+            Vec::new()
+        } else {
+            run::lock_databases(&self.config, &base, &runtime, &[])?
+        };
         runtime.sweep();
-        crate::restore::prepare_databases(
-            &binary,
-            &self.config,
-            self.options.handoff,
-            runtime.path(),
-            self.options.restore_if_missing,
-            self.options.allow_fresh_db,
-        )
-        .await?;
-        let rendered = render(&self.config, &runtime.socket_path());
+        if !following {
+            crate::restore::prepare_databases(
+                &binary,
+                &self.config,
+                self.options.handoff,
+                runtime.path(),
+                self.options.restore_if_missing,
+                self.options.allow_fresh_db,
+            )
+            .await?;
+        }
+        let rendered = if following {
+            crate::render::Rendered {
+                yaml: zeroize::Zeroizing::new(self.config.yaml().to_owned()),
+                socket: None,
+                injected: false,
+            }
+        } else {
+            render(&self.config, &runtime.socket_path())
+        };
         if rendered.injected {
             let _ = std::fs::remove_file(runtime.socket_path());
         }
@@ -284,7 +334,13 @@ impl Litestream {
             .sync_interval()
             .unwrap_or(Duration::from_secs(1));
         self.status_tx.send_modify(|s| {
-            s.stall_after = (sync_interval * 3).max(Duration::from_secs(10));
+            // A follower of a quiet primary sees no change for as long as it is quiet: only a
+            // replicating litestream can stall.
+            s.stall_after = if following {
+                Duration::from_secs(100 * 365 * 24 * 3600)
+            } else {
+                (sync_interval * 3).max(Duration::from_secs(10))
+            };
             s.config_id = self.options.config_id;
         });
         tokio::spawn(socket::write_status_file(

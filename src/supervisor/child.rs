@@ -39,20 +39,18 @@ pub(crate) struct LitestreamChild {
 }
 
 impl LitestreamChild {
-    /// Spawns `litestream replicate -no-expand-env -config <handoff>`. `keep_fds` are inherited
+    /// Spawns litestream with `args` (which name the handoff's `-config`). `keep_fds` are inherited
     /// by litestream (the memfd, the instance lock); everything else stays close-on-exec.
     ///
     pub fn spawn(
         binary: &Path,
+        args: &[std::ffi::OsString],
         handoff: &Handoff,
         lock_fds: Vec<RawFd>,
         logs: &LogForwarder,
     ) -> Result<Self> {
         let mut cmd = Command::new(binary);
-        cmd.arg("replicate")
-            .arg("-no-expand-env")
-            .arg("-config")
-            .arg(handoff.config_arg())
+        cmd.args(args)
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(false);

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::child::LitestreamChild;
 use super::socket::{poll_databases, sync_all, POLL_EVERY};
-use super::{Options, ReloadOutcome};
+use super::{FollowSource, Options, ReloadOutcome, Role};
 use crate::binary::LitestreamBinary;
 use crate::child_logs::LogForwarder;
 use crate::config::{DbTarget, LitestreamConfig};
@@ -277,7 +277,9 @@ impl Supervisor {
         self.logs.state().reset_for_child();
         let mut lock_fds = vec![self.store_lock.raw_fd()];
         lock_fds.extend(self.db_locks.iter().map(|(_, l)| l.raw_fd()));
-        let mut child = LitestreamChild::spawn(&self.binary.path, &handoff, lock_fds, &self.logs)?;
+        let args = self.child_args(&handoff);
+        let mut child =
+            LitestreamChild::spawn(&self.binary.path, &args, &handoff, lock_fds, &self.logs)?;
         self.store_lock.record(Some(child.pid));
         for (_, lock) in &mut self.db_locks {
             lock.record(Some(child.pid));
@@ -308,7 +310,14 @@ impl Supervisor {
                 tokio::time::sleep(wait).await;
                 match &control {
                     Some(c) => c.get("/info", Duration::from_millis(500)).await.is_ok(),
-                    None => Instant::now() >= ready_by,
+                    None => match &self.options.role {
+                        // The config must have been read before the handoff is emptied: an
+                        // existing copy opens at once, so give litestream its start-up window.
+                        Role::Follow { output, .. } => {
+                            Instant::now() >= ready_by && crate::follow::output_opens(output)
+                        }
+                        Role::Replicate => Instant::now() >= ready_by,
+                    },
                 }
             };
             tokio::select! {
@@ -406,6 +415,9 @@ impl Supervisor {
                         if let Some(dbs) = poll_databases(c).await {
                             self.set(|s| s.databases = dbs);
                         }
+                    } else if let Role::Follow { output, .. } = &self.options.role {
+                        let db = crate::follow::follower_status(output);
+                        self.set(|s| s.databases = vec![db]);
                     }
                     continue;
                 },
@@ -509,6 +521,43 @@ impl Supervisor {
         });
         tracing::info!(id, "config reloaded");
         ReloadOutcome::Applied { id }
+    }
+
+    /// litestream's arguments: `replicate`, or `restore -f` for a follower.
+    fn child_args(&self, handoff: &Handoff) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let config = |args: &mut Vec<std::ffi::OsString>| {
+            args.extend([
+                "-no-expand-env".into(),
+                "-config".into(),
+                handoff.config_arg(),
+            ]);
+        };
+        match &self.options.role {
+            Role::Replicate => {
+                args.push("replicate".into());
+                config(&mut args);
+            }
+            Role::Follow {
+                source,
+                output,
+                interval,
+            } => {
+                args.extend(["restore".into(), "-f".into()]);
+                if let Some(i) = interval {
+                    args.extend(["-follow-interval".into(), i.into()]);
+                }
+                args.extend(["-o".into(), output.clone().into_os_string()]);
+                match source {
+                    FollowSource::Db(db) => {
+                        config(&mut args);
+                        args.push(db.clone().into_os_string());
+                    }
+                    FollowSource::Url(url) => args.push(url.into()),
+                }
+            }
+        }
+        args
     }
 
     /// SIGTERM, then SIGKILL after 5 s, for a litestream that never became ready.

@@ -4,6 +4,7 @@
 mod config_cli;
 mod deploy;
 mod entrypoint;
+mod follow;
 mod fuzz;
 mod logging;
 mod operations;

