@@ -89,3 +89,11 @@ pub fn follower_status(output: &Path) -> DbStatus {
         txid,
     }
 }
+
+/// Removes a copy and litestream's files beside it (`-txid`, `-wal`, `-shm`), for a fresh
+/// restore.
+pub fn remove_copy(output: &Path) {
+    for suffix in ["", "-txid", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", output.display()));
+    }
+}

@@ -549,11 +549,7 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         program: args.app[0].clone(),
         args: args.app[1..].to_vec(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
+    let runtime = daemon_runtime()?;
     runtime.block_on(async move {
         let mut daemon = Litestream::new(config, options);
         let (tx, mut signals) = mpsc::unbounded_channel();
@@ -915,11 +911,7 @@ fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
             Follower::from_config(config, db, output, args.follow_interval, options)
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))?;
+    let runtime = daemon_runtime()?;
     runtime.block_on(async move {
         let (tx, mut signals) = mpsc::unbounded_channel();
         let listener = tokio::spawn(listen_for_signals(tx));
@@ -936,4 +928,13 @@ fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
         }
         result.map(|()| 0)
     })
+}
+
+/// The runtime `run` and `follow` supervise on.
+fn daemon_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))
 }

@@ -152,6 +152,18 @@ impl Supervisor {
                 });
                 return Err(e);
             }
+            if let Role::Follow { output, .. } = &self.options.role {
+                if info
+                    .last_lines
+                    .iter()
+                    .any(|l| l.contains("cannot resume follow mode"))
+                {
+                    // litestream 0.5.17 cannot resume a copy whose transaction is ahead of the
+                    // replica's latest snapshot (after a kill): it asks for a fresh restore.
+                    tracing::warn!(output = %output.display(), "the copy cannot be resumed: restoring it anew (readers may find it missing for a moment)");
+                    crate::follow::remove_copy(output);
+                }
+            }
             if info.ran_for >= self.options.backoff.reset_after {
                 attempt = 0;
             }
@@ -212,6 +224,10 @@ impl Supervisor {
                         }
                     }
                     Some(()) = self.stop_rx.recv() => {
+                    if matches!(self.options.role, Role::Follow { .. }) {
+                        // A follower has nothing of its own to sync.
+                        return self.stopped(Ok(()));
+                    }
                     tracing::info!("stop requested while litestream was restarting: one more start, only to sync");
                     let result = match self.live(Purpose::FinalSync).await {
                         Ok(Life::Stopped(r)) => r,

@@ -129,7 +129,14 @@ fn log_db_holds_slog_levels_json_data_and_rfc3339_times() {
     wait_for("litestream's ERROR", LONG, || {
         run_stderr(&env).contains("ERROR")
     });
-    let child = children_of(sup.pid())[0];
+    let child = children_of(sup.pid())
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .contains("replicate")
+        })
+        .expect("litestream");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -264,7 +271,14 @@ fn credentials_appear_nowhere_in_a_run_that_succeeds() {
         run_stderr(&env).contains("litestream ready")
     });
     assert_no_secret("/proc/*/cmdline", &all_cmdlines());
-    let child = children_of(sup.pid())[0];
+    let child = children_of(sup.pid())
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .contains("replicate")
+        })
+        .expect("litestream");
     let environ = std::fs::read(format!("/proc/{child}/environ")).unwrap();
     assert_no_secret(
         "litestream's environment",

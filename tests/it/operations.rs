@@ -9,18 +9,6 @@ use crate::support::{wait_for, TestEnv};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn run(env: &TestEnv, args: &[&str]) -> Background {
-    let mut cmd = env.cmd(["run"]);
-    cmd.args(args);
-    spawn(env, cmd)
-}
-
-fn wait_ready(env: &TestEnv) {
-    wait_for("litestream ready", LONG, || {
-        run_stderr(env).contains("litestream ready")
-    });
-}
-
 fn litestream_child(sup: &Background) -> u32 {
     let kids = children_of(sup.pid());
     assert_eq!(kids.len(), 1, "{kids:?}");
@@ -62,7 +50,7 @@ fn restore_gives_the_same_rows_refuses_to_overwrite_and_leaves_no_plaintext() {
     insert(&env.db(), 0, 200);
     let marker = format!("marker-{}", std::process::id());
     save_config(&env, &config_yaml(&env, &format!("# {marker}\n"), ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     insert(&env.db(), 200, 300);
     sup.signal("TERM");
@@ -103,7 +91,7 @@ fn point_in_time_restore_returns_the_earlier_state() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 10);
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     synced(&env);
     // A moment strictly between the two batches, on whole seconds either side.
@@ -132,7 +120,7 @@ fn verify_is_ok_when_healthy_and_failed_when_the_replica_lost_its_files() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 50);
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     insert(&env.db(), 50, 60);
     let r = env.run(["verify", "--timeout", "20s"]);
@@ -167,7 +155,7 @@ fn verify_is_inconclusive_when_the_replica_cannot_keep_up() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     synced(&env);
     // litestream is frozen: the new row cannot reach the replica.
@@ -194,9 +182,12 @@ fn status_and_healthz_follow_backoff_and_recovery() {
     env.run(["status"]).code_is(1);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut sup = run(&env, &["--health-addr", &addr, "--backoff-initial", "4s"]);
+    let mut sup = run_bg(&env, &["--health-addr", &addr, "--backoff-initial", "4s"]);
     wait_ready(&env);
-    wait_for("healthy status", LONG, || env.run(["status"]).code() == 0);
+    wait_for("healthy status naming the database", LONG, || {
+        let r = env.run(["status", "--json"]);
+        r.code() == 0 && r.stdout().contains("\"databases\":[{")
+    });
     let json = env.run(["status", "--json"]);
     json.success();
     let v: serde_json::Value = serde_json::from_str(json.stdout().trim()).unwrap();

@@ -12,12 +12,6 @@ use crate::support::{wait_for, TestEnv};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn run(env: &TestEnv, args: &[&str]) -> Background {
-    let mut cmd = env.cmd(["run"]);
-    cmd.args(args);
-    spawn(env, cmd)
-}
-
 fn status(env: &TestEnv) -> serde_json::Value {
     let r = env.run(["status", "--json"]);
     serde_json::from_str(r.stdout().trim()).unwrap_or(serde_json::Value::Null)
@@ -61,7 +55,7 @@ fn a_new_generation_moves_the_replica_without_losing_a_write() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &["--reload-check", "1s"]);
+    let mut sup = run_bg(&env, &["--reload-check", "1s"]);
     wait_for("ready", LONG, || {
         run_stderr(&env).contains("litestream ready")
     });
@@ -119,7 +113,7 @@ fn a_new_generation_moves_the_replica_without_losing_a_write() {
 fn an_invalid_generation_and_sighup_leave_litestream_running() {
     let env = TestEnv::new();
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &["--reload-check", "0"]);
+    let mut sup = run_bg(&env, &["--reload-check", "0"]);
     wait_for("ready", LONG, || {
         run_stderr(&env).contains("litestream ready")
     });
@@ -148,7 +142,7 @@ fn an_invalid_generation_and_sighup_leave_litestream_running() {
 fn sighup_with_an_unchanged_config_keeps_the_same_litestream() {
     let env = TestEnv::new();
     save_config(&env, &config_yaml(&env, "", ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_for("ready", LONG, || {
         run_stderr(&env).contains("litestream ready")
     });

@@ -175,27 +175,40 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// Processes in process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
+/// Every live (non-zombie) process as (pid, ppid, process group), from /proc.
+fn live_processes() -> Vec<(u32, u32, u32)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            // fields[0] = state, [1] = ppid, [2] = pgrp
-            if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) && fields[0] != "Z" {
-                out.push(pid);
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp, ...
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+        if let (Some(&state), Some(ppid), Some(pgrp)) = (fields.first(), num(1), num(2)) {
+            if state != "Z" {
+                out.push((pid, ppid, pgrp));
             }
         }
     }
     out
+}
+
+/// Processes in process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    live_processes()
+        .into_iter()
+        .filter(|p| p.2 == pgid)
+        .map(|p| p.0)
+        .collect()
 }
 
 /// Files under `dir` (recursively) whose content contains `needle`.
@@ -224,24 +237,11 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 
 /// Live (non-zombie) children of `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
-                out.push(child);
-            }
-        }
-    }
-    out
+    live_processes()
+        .into_iter()
+        .filter(|p| p.1 == pid)
+        .map(|p| p.0)
+        .collect()
 }
 
 /// Saves `yaml` as the newest config, creating the key first when there is none.
@@ -271,4 +271,18 @@ pub fn replica_has_data(dir: &Path) -> bool {
             })
     }
     any_file(dir)
+}
+
+/// `rip-litestream run ARGS` in the background.
+pub fn run_bg(env: &TestEnv, args: &[&str]) -> Background {
+    let mut cmd = env.cmd(["run"]);
+    cmd.args(args);
+    spawn(env, cmd)
+}
+
+/// Waits until the background `run` reports litestream ready.
+pub fn wait_ready(env: &TestEnv) {
+    wait_for("litestream ready", Duration::from_secs(30), || {
+        run_stderr(env).contains("litestream ready")
+    });
 }

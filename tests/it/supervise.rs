@@ -13,19 +13,6 @@ use crate::support::{wait_for, TestEnv};
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// `rip-litestream run` in the background.
-fn run(env: &TestEnv, args: &[&str]) -> Background {
-    let mut cmd = env.cmd(["run"]);
-    cmd.args(args);
-    spawn(env, cmd)
-}
-
-fn wait_ready(env: &TestEnv) {
-    wait_for("litestream ready", LONG, || {
-        run_stderr(env).contains("litestream ready")
-    });
-}
-
 fn restored_rows(env: &TestEnv) -> Vec<(i64, String)> {
     let out = env.path(&format!("restored-{}.db", fastrand_suffix()));
     restore(&env.path("replica"), &out);
@@ -48,7 +35,7 @@ fn rows_written_while_running_are_all_in_the_replica_after_sigterm() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 10);
     env.init();
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     let litestream = children_of(sup.pid());
     assert_eq!(litestream.len(), 1);
@@ -65,7 +52,7 @@ fn sigterm_with_a_pending_write_and_a_30s_sync_interval_still_replicates_it() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", "      sync-interval: 30s\n"));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     insert(&env.db(), 1, 2);
     sup.signal("TERM");
@@ -90,7 +77,7 @@ fn first_start_against_a_closed_sftp_port_fails_fast_with_litestreams_error() {
     );
     save_config(&env, &yaml);
     let start = Instant::now();
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     assert_eq!(sup.wait_code(LONG), Some(1));
     let elapsed = start.elapsed();
     assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
@@ -106,7 +93,7 @@ fn memfd_handoff_leaves_no_file_and_nothing_readable_once_ready() {
     let env = TestEnv::new();
     let marker = format!("marker-{}", fastrand_suffix());
     save_config(&env, &config_yaml(&env, &format!("# {marker}\n"), ""));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     let litestream = children_of(sup.pid());
     assert_eq!(litestream.len(), 1);
@@ -150,7 +137,7 @@ fn file_handoff_is_private_and_gone_once_litestream_is_ready() {
         ),
     );
     save_config(&env, &config_yaml(&env, "socket:\n  enabled: false\n", ""));
-    let mut sup = run(
+    let mut sup = run_bg(
         &env,
         &[
             "--handoff",
@@ -185,7 +172,7 @@ fn file_handoff_left_by_a_killed_supervisor_is_swept_at_the_next_start() {
     // Never ready (no control socket): the handoff file stays while it starts.
     let fake = fake_litestream(&env, "fake-never-ready", "exec sleep 60");
     env.init();
-    let mut sup = run(
+    let mut sup = run_bg(
         &env,
         &["--handoff", "file", "--litestream", fake.to_str().unwrap()],
     );
@@ -221,7 +208,7 @@ fn file_handoff_left_by_a_killed_supervisor_is_swept_at_the_next_start() {
         "a killed supervisor cannot clean up: the file should still be there"
     );
     // The next start sweeps it (and then fails or runs: here the real litestream runs).
-    let mut next = run(&env, &["--handoff", "file"]);
+    let mut next = run_bg(&env, &["--handoff", "file"]);
     wait_ready(&env);
     assert!(handoffs().is_empty(), "left behind: {:?}", handoffs());
     next.signal("TERM");
@@ -238,7 +225,7 @@ fn killed_supervisor_leaves_litestream_to_finish_and_blocks_a_second_one_meanwhi
         "trap 'sleep 3; exit 0' TERM\nwhile :; do sleep 0.05; done",
     );
     save_config(&env, &config_yaml(&env, "socket:\n  enabled: false\n", ""));
-    let mut sup = run(&env, &["--litestream", fake.to_str().unwrap()]);
+    let mut sup = run_bg(&env, &["--litestream", fake.to_str().unwrap()]);
     wait_ready(&env);
     let orphans = children_of(sup.pid());
     assert_eq!(orphans.len(), 1);
@@ -251,7 +238,7 @@ fn killed_supervisor_leaves_litestream_to_finish_and_blocks_a_second_one_meanwhi
     wait_for("orphan exits", Duration::from_secs(10), || {
         orphans.iter().all(|p| !alive(*p))
     });
-    let mut third = run(
+    let mut third = run_bg(
         &env,
         &["--litestream", fake.to_str().unwrap(), "--grace", "5s"],
     );
@@ -265,7 +252,7 @@ fn killed_supervisor_real_litestream_still_does_its_final_sync() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 5);
     save_config(&env, &config_yaml(&env, "", "      sync-interval: 30s\n"));
-    let mut sup = run(&env, &[]);
+    let mut sup = run_bg(&env, &[]);
     wait_ready(&env);
     let child = children_of(sup.pid());
     assert_eq!(child.len(), 1);
@@ -288,7 +275,7 @@ fn crash_loop_gives_up_with_max_restarts() {
         "sleep 0.1; echo 'Error: boom' >&2; exit 1",
     );
     save_config(&env, &config_yaml(&env, "socket:\n  enabled: false\n", ""));
-    let mut sup = run(
+    let mut sup = run_bg(
         &env,
         &[
             "--litestream",
