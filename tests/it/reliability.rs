@@ -29,6 +29,10 @@ impl Writer {
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
             let c = open(&db);
+            // As recommended for write loads (pragmas module): checkpoints are left to
+            // litestream. While no litestream runs (between a kill and the restart), SQLite's own
+            // automatic checkpoints would otherwise move frames litestream has not copied yet.
+            c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
             let mut i = first;
             while !flag.load(Ordering::Relaxed) {
                 c.execute(
