@@ -146,14 +146,10 @@ impl LitestreamConfig {
     /// Where litestream keeps its state for the `path` database `db`: its `meta-path`, or
     /// `.NAME-litestream` beside it.
     pub fn state_dir(&self, db: &std::path::Path) -> PathBuf {
-        if let Some((_, meta)) = self.meta_paths.iter().find(|(p, _)| p == db) {
-            return meta.clone();
+        match self.meta_paths.iter().find(|(p, _)| p == db) {
+            Some((_, meta)) => meta.clone(),
+            None => default_state_dir(db),
         }
-        let name = db
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        db.with_file_name(format!(".{name}-litestream"))
     }
 
     /// A redactor for this config's credentials.
@@ -172,6 +168,15 @@ impl LitestreamConfig {
             tracing::warn!(key = %w.key, "config: {}", w.message);
         }
     }
+}
+
+/// litestream's state directory beside `db` when no `meta-path` is set: `.NAME-litestream`.
+pub fn default_state_dir(db: &std::path::Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    db.with_file_name(format!(".{name}-litestream"))
 }
 
 /// The default config `init` writes: one database, one replica (a URL or a local directory).

@@ -53,11 +53,7 @@ pub fn examine(db: &Path) -> Result<Vec<Check>> {
         detail: format!("{size} bytes, WAL {wal} bytes"),
         required: false,
     });
-    let name = db
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let state = db.with_file_name(format!(".{name}-litestream"));
+    let state = crate::config::default_state_dir(db);
     checks.push(Check {
         name: "litestream state".into(),
         ok: true,

@@ -144,13 +144,7 @@ impl Supervisor {
                     exit: info.to_string(),
                     last_lines: info.last_lines.clone(),
                 };
-                let reason = e.to_string();
-                self.set(|s| {
-                    s.state = State::Failed { reason };
-                    s.last_exit = Some(info);
-                    s.pid = None;
-                });
-                return Err(e);
+                return self.fail_after(e, info);
             }
             if let Role::Follow { output, .. } = &self.options.role {
                 if info
@@ -182,13 +176,7 @@ impl Supervisor {
                         restarts: max,
                         reason: format!("litestream {info}"),
                     };
-                    let reason = e.to_string();
-                    self.set(|s| {
-                        s.state = State::Failed { reason };
-                        s.last_exit = Some(info);
-                        s.pid = None;
-                    });
-                    return Err(e);
+                    return self.fail_after(e, info);
                 }
             }
             let delay = self.options.backoff.delay(attempt);
@@ -259,6 +247,17 @@ impl Supervisor {
         let reason = e.to_string();
         self.set(|s| {
             s.state = State::Failed { reason };
+            s.pid = None;
+        });
+        Err(e)
+    }
+
+    /// Fails with `e` after the exit `info`, in one status update.
+    fn fail_after(&self, e: Error, info: ExitInfo) -> Result<()> {
+        let reason = e.to_string();
+        self.set(|s| {
+            s.state = State::Failed { reason };
+            s.last_exit = Some(info);
             s.pid = None;
         });
         Err(e)
