@@ -59,6 +59,70 @@ impl ControlClient {
         self.request("POST", path, Some(body), timeout).await
     }
 
+    /// `POST /sync {"path"}`: litestream copies the WAL into its local state now and answers with
+    /// its positions, without waiting for the replica. Never with `wait` or `timeout` while
+    /// litestream is to go on replicating: litestream then opens its WAL read transaction under the
+    /// request's context, which ends with the request, and the application's checkpoints restart
+    /// the WAL under it (docs/litestream-0.5.md, "The WAL read lock").
+    pub async fn sync_local(&self, path: &str, timeout: Duration) -> Result<Synced, ControlError> {
+        let answer = self
+            .post("/sync", &serde_json::json!({ "path": path }), timeout)
+            .await?;
+        Ok(Synced {
+            txid: answer["txid"].as_u64(),
+            replicated_txid: answer["replicated_txid"].as_u64(),
+        })
+    }
+
+    /// Waits until the replica of `path` holds the local transaction reached now, keeping
+    /// litestream's WAL read lock: `/sync` without `wait`, polled until `replicated_txid` catches up
+    /// or `deadline`. Returns the positions last seen (the target is `txid`).
+    pub async fn sync_until_replicated(
+        &self,
+        path: &str,
+        deadline: std::time::Instant,
+    ) -> Result<(u64, Synced), String> {
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        let first = self
+            .sync_local(path, left().min(Duration::from_secs(5)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let target = first.txid.unwrap_or(0);
+        let mut last = first;
+        let mut pause = Duration::from_millis(20);
+        while last.replicated_txid.unwrap_or(0) < target {
+            if left() <= pause {
+                return Err(format!(
+                    "the replica reached transaction {} of {target} in time",
+                    last.replicated_txid.unwrap_or(0)
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+            last = self
+                .sync_local(path, left().min(Duration::from_secs(5)))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((target, last))
+    }
+
+    /// The paths litestream replicates, as it names them (`/list`).
+    pub async fn listed_paths(&self, timeout: Duration) -> Result<Vec<String>, String> {
+        let list = self
+            .get("/list", timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(list["databases"]
+            .as_array()
+            .map(|dbs| {
+                dbs.iter()
+                    .filter_map(|d| d["path"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     async fn request(
         &self,
         method: &str,
@@ -95,6 +159,15 @@ impl ControlClient {
         stream.read_to_end(&mut raw).await.map_err(io)?;
         parse_response(&raw)
     }
+}
+
+/// The positions a `/sync` answer reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Synced {
+    /// The local transaction litestream reached.
+    pub txid: Option<u64>,
+    /// The transaction the replica holds.
+    pub replicated_txid: Option<u64>,
 }
 
 /// Parses an HTTP/1.1 response (Content-Length, chunked, or read to close) into JSON.

@@ -88,7 +88,7 @@ pub fn examine(db: &Path) -> Result<Vec<Check>> {
     checks.push(Check {
         name: "connection settings".into(),
         ok: true,
-        detail: "applications should open it with busy_timeout=5000 and synchronous=NORMAL (pragmas::apply_recommended); with heavy writes, wal_autocheckpoint=0 leaves checkpoints to litestream".into(),
+        detail: "applications should open it with busy_timeout=5000 and synchronous=NORMAL (pragmas::apply_recommended); SQLite's default automatic checkpoint is safe under rip-litestream".into(),
         required: false,
     });
     Ok(checks)

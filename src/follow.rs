@@ -87,6 +87,8 @@ pub fn follower_status(output: &Path) -> DbStatus {
         status: "following".into(),
         last_sync_at: applied,
         txid,
+        replicated_txid: None,
+        read_lock: None,
     }
 }
 

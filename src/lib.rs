@@ -41,7 +41,8 @@
 //! - [`health`]: the HTTP health endpoint and systemd notifications;
 //! - [`doctor`]: checks a database for replication; [`pragmas`]: recommended connection settings;
 //! - [`status`]: the published [`Status`] and its health;
-//! - [`verify`]: proving a backup restorable and current.
+//! - [`verify`]: proving a backup restorable and current;
+//! - `wal_guard`: the read transaction that keeps the WAL whole while no litestream runs.
 //!
 //! [litestream]: https://litestream.io
 
@@ -72,6 +73,7 @@ pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod verify;
+mod wal_guard;
 
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};

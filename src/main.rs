@@ -862,7 +862,16 @@ fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, E
                 .map(|l| format!("last sync {:.1}s ago", l.as_secs_f64()))
                 .unwrap_or_else(|| "never synced".into());
             let txid = d.txid.map(|t| format!(", txid {t}")).unwrap_or_default();
-            println!("{}: {}, {lag}{txid}", d.path, d.status);
+            let replicated = d
+                .replicated_txid
+                .map(|t| format!(", replicated {t}"))
+                .unwrap_or_default();
+            let lock = match d.read_lock {
+                Some(true) => ", WAL read lock held",
+                Some(false) => ", WAL read lock NOT held",
+                None => "",
+            };
+            println!("{}: {}, {lag}{txid}{replicated}{lock}", d.path, d.status);
         }
         if let Some(v) = &status.last_verify {
             println!("last verify: {:?}: {}", v.outcome, v.reason);

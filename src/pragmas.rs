@@ -10,8 +10,10 @@ pub const RECOMMENDED: &[(&str, &str)] = &[
 ];
 
 /// Applies [`RECOMMENDED`]: WAL (litestream needs it), a 5 s busy timeout (litestream briefly
-/// holds locks while it checkpoints), `synchronous=NORMAL` (safe in WAL mode). For very high write
-/// loads also consider `wal_autocheckpoint=0`, leaving checkpoints to litestream.
+/// holds locks while it checkpoints), `synchronous=NORMAL` (safe in WAL mode). SQLite's default
+/// automatic checkpoint is safe under the supervisor; `wal_autocheckpoint=0` (checkpoints left to
+/// litestream) is an optional tuning for very high write loads, whose WAL then grows for as long
+/// as litestream is down.
 pub fn apply_recommended(conn: &Connection) -> rusqlite::Result<()> {
     for (name, value) in RECOMMENDED {
         conn.query_row(&format!("PRAGMA {name} = {value}"), [], |_| Ok(()))

@@ -70,6 +70,14 @@ pub struct DbStatus {
     pub last_sync_at: Option<SystemTime>,
     /// The local transaction id litestream has reached.
     pub txid: Option<u64>,
+    /// The transaction the replica holds, as litestream last reported it.
+    #[serde(default)]
+    pub replicated_txid: Option<u64>,
+    /// Whether litestream holds its WAL read lock on the database (read from `/proc/locks`):
+    /// without it, a checkpoint by the application can restart the WAL under litestream and
+    /// rows go missing from the replica. `None` where it cannot be known.
+    #[serde(default)]
+    pub read_lock: Option<bool>,
 }
 
 impl DbStatus {
@@ -167,6 +175,18 @@ impl Status {
                 })
                 .collect();
             return Err(format!("stalled: {}", names.join(", ")));
+        }
+        let unlocked: Vec<&str> = self
+            .databases
+            .iter()
+            .filter(|d| d.read_lock == Some(false))
+            .map(|d| d.path.as_str())
+            .collect();
+        if !unlocked.is_empty() {
+            return Err(format!(
+                "litestream does not hold its WAL read lock on {}: a checkpoint can lose rows from the replica",
+                unlocked.join(", ")
+            ));
         }
         Ok(())
     }

@@ -364,6 +364,9 @@ impl Litestream {
             stop_rx,
             _stop_tx: self.stop.tx.clone(),
             logs: self.logs.clone(),
+            guard: (!following).then(crate::wal_guard::WalGuard::default),
+            lock_misses: Default::default(),
+            lock_warned: Default::default(),
         };
         let mut status = self.status();
         let task = tokio::spawn(supervisor.run());

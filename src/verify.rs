@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::binary::LitestreamBinary;
 use crate::config::LitestreamConfig;
@@ -166,17 +165,19 @@ pub async fn verify(
     }
 }
 
-/// Asks litestream to sync `db` and wait; returns the local transaction it reached.
+/// Asks litestream to sync `db` and waits until the replica holds what it synced, keeping
+/// litestream's WAL read lock (a `/sync` with `wait` would end it: see
+/// [`ControlClient::sync_local`]); returns the local transaction it reached.
 async fn sync(control: &ControlClient, db: &Path, deadline: Instant) -> Option<u64> {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_secs(1));
     let path = crate::runtime::absolute(db).ok()?;
-    let body = json!({"path": path, "wait": true, "timeout": left.as_secs().max(1)});
-    match control.post("/sync", &body, left).await {
-        Ok(answer) => answer["txid"].as_u64(),
+    let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+    match control
+        .sync_until_replicated(&path.to_string_lossy(), deadline)
+        .await
+    {
+        Ok((target, _)) => Some(target),
         Err(e) => {
-            tracing::warn!(db = %db.display(), error = %e, "verify: sync request failed");
+            tracing::warn!(db = %db.display(), error = %e, "verify: the replica did not catch up");
             None
         }
     }

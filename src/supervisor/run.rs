@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::child::LitestreamChild;
-use super::socket::{poll_databases, sync_all, POLL_EVERY};
+use super::socket::{first_sync, poll_databases, sync_all, POLL_EVERY};
 use super::{FollowSource, Options, ReloadOutcome, Role};
 use crate::binary::LitestreamBinary;
 use crate::child_logs::LogForwarder;
@@ -26,7 +26,8 @@ use crate::handoff::Handoff;
 use crate::lock::InstanceLock;
 use crate::render::{render, Rendered};
 use crate::runtime::RuntimeDir;
-use crate::status::{ExitInfo, State, Status};
+use crate::status::{DbStatus, ExitInfo, State, Status};
+use crate::wal_guard::{databases_now, WalGuard};
 
 /// The supervision task's state.
 pub(super) struct Supervisor {
@@ -45,6 +46,13 @@ pub(super) struct Supervisor {
     /// Keeps the stop channel open, so `recv` only ever returns real requests.
     pub _stop_tx: mpsc::UnboundedSender<()>,
     pub logs: LogForwarder,
+    /// Holds the WAL of every database while no litestream does (`None` for a follower).
+    pub guard: Option<WalGuard>,
+    /// Databases whose read lock was missing at the last poll (one miss can be litestream's own
+    /// checkpoint; two in a row are reported).
+    pub lock_misses: std::collections::HashSet<String>,
+    /// Databases whose lost read lock was logged already.
+    pub lock_warned: std::collections::HashSet<String>,
 }
 
 /// How one litestream's life ended.
@@ -100,6 +108,12 @@ pub(super) fn lock_databases(
 
 impl Supervisor {
     pub(super) async fn run(mut self) -> Result<()> {
+        if self.guard.is_some() {
+            let config = self.config.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || snapshot_where_wal_restarted(&config)).await;
+        }
+        self.engage_guard().await;
         let verifier = self
             .options
             .verify_every
@@ -236,6 +250,7 @@ impl Supervisor {
     }
 
     fn stopped(&self, result: Result<()>) -> Result<()> {
+        self.release_guard();
         self.set(|s| {
             s.state = State::Stopped;
             s.pid = None;
@@ -244,6 +259,7 @@ impl Supervisor {
     }
 
     fn fail(&self, e: Error) -> Result<()> {
+        self.release_guard();
         let reason = e.to_string();
         self.set(|s| {
             s.state = State::Failed { reason };
@@ -254,6 +270,7 @@ impl Supervisor {
 
     /// Fails with `e` after the exit `info`, in one status update.
     fn fail_after(&self, e: Error, info: ExitInfo) -> Result<()> {
+        self.release_guard();
         let reason = e.to_string();
         self.set(|s| {
             s.state = State::Failed { reason };
@@ -269,6 +286,32 @@ impl Supervisor {
             s.updated_at = SystemTime::now();
             s.dropped_log_lines = self.logs.state().dropped();
         });
+    }
+
+    /// Holds the WAL of every database of the config that exists now (no litestream protects
+    /// it, or none is about to).
+    async fn engage_guard(&self) {
+        if let Some(g) = &self.guard {
+            let config = self.config.clone();
+            let g2 = g.clone();
+            let started = Instant::now();
+            let n =
+                tokio::task::spawn_blocking(move || g2.engage_blocking(&databases_now(&config)))
+                    .await
+                    .unwrap_or(0);
+            tracing::debug!(
+                held = n,
+                us = started.elapsed().as_micros() as u64,
+                "WAL guard engaged"
+            );
+        }
+    }
+
+    /// Ends the WAL guard: no litestream is going to run any more.
+    fn release_guard(&self) {
+        if let Some(g) = &self.guard {
+            g.release_all();
+        }
     }
 
     fn control(&self) -> Option<ControlClient> {
@@ -295,6 +338,9 @@ impl Supervisor {
         let args = self.child_args(&handoff);
         let mut child =
             LitestreamChild::spawn(&self.binary.path, &args, &handoff, lock_fds, &self.logs)?;
+        if let Some(g) = &self.guard {
+            g.arm(child.pid, self.config.clone());
+        }
         self.store_lock.record(Some(child.pid));
         for (_, lock) in &mut self.db_locks {
             lock.record(Some(child.pid));
@@ -337,6 +383,7 @@ impl Supervisor {
             };
             tokio::select! {
                 status = child.wait() => {
+                    self.engage_guard().await;
                     handoff.remove();
                     let info = child.finish(status, &self.logs).await;
                     return Ok(Life::Exited { info, was_ready: false });
@@ -383,18 +430,20 @@ impl Supervisor {
             return Ok(Life::Stopped(self.stop_child(child, true).await));
         }
 
-        // Sync once right away: litestream then has initialised every database, so even if this
-        // supervisor dies, its final sync on SIGTERM (parent-death signal) is not skipped; and
-        // the writes made while no litestream ran reach the replica now, not a sync interval
-        // later.
+        // Sync once right away, without waiting for the replica (a sync that waits ends
+        // litestream's WAL read transaction for good): litestream then has initialised every
+        // database, so even if this supervisor dies its final sync on SIGTERM (parent-death
+        // signal) is not skipped, and the writes made while no litestream ran are copied now.
+        // Then the WAL guard lets go of each database once litestream holds its own read lock.
         // A request still in flight when litestream is told to stop would hold its HTTP server's
         // shutdown for 5 s: the task is aborted (its connection closed) before any stop.
-        let mut initial_sync = control.clone().map(|c| {
-            AbortOnDrop(tokio::spawn(async move {
-                if let Err(e) = sync_all(&c, Duration::from_secs(30)).await {
-                    tracing::warn!(error = %e, "initial sync failed");
-                }
-            }))
+        let mut initial_sync = self.guard.clone().map(|g| {
+            AbortOnDrop(tokio::spawn(first_sync(
+                control.clone(),
+                g,
+                child.pid,
+                Duration::from_secs(30),
+            )))
         });
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -418,6 +467,8 @@ impl Supervisor {
                     tracing::info!("a new config generation was saved: reloading");
                 }
                 status = child.wait() => {
+                    // First of all: no litestream holds the WAL now.
+                    self.engage_guard().await;
                     let info = child.finish(status, &self.logs).await;
                     return Ok(Life::Exited { info, was_ready: true });
                 }
@@ -427,7 +478,8 @@ impl Supervisor {
                 }
                 _ = poll.tick() => {
                     if let Some(c) = &control {
-                        if let Some(dbs) = poll_databases(c).await {
+                        if let Some(dbs) = poll_databases(c, child.pid).await {
+                            let dbs = self.judge_read_locks(dbs, child.pid);
                             self.set(|s| s.databases = dbs);
                         }
                     } else if let Role::Follow { output, .. } = &self.options.role {
@@ -522,6 +574,9 @@ impl Supervisor {
             new_locks,
         } = prepared;
         let wanted = targets_of(&config);
+        if let Some(g) = &self.guard {
+            g.release_except(&databases_now(&config));
+        }
         self.db_locks.retain(|(p, _)| wanted.contains(p));
         self.db_locks.extend(new_locks);
         self.rendered = render(&config, &self.runtime.socket_path());
@@ -536,6 +591,30 @@ impl Supervisor {
         });
         tracing::info!(id, "config reloaded");
         ReloadOutcome::Applied { id }
+    }
+
+    /// Debounces the read lock seen at one poll (litestream lets go of it for its own
+    /// checkpoints): a database reads as unlocked only when the lock was missing at two polls in
+    /// a row while no WAL guard stood in for it, and that is logged once as a warning.
+    fn judge_read_locks(&mut self, mut dbs: Vec<DbStatus>, pid: u32) -> Vec<DbStatus> {
+        let guarded = self.guard.as_ref().map(|g| g.held()).unwrap_or_default();
+        for d in &mut dbs {
+            if guarded.iter().any(|p| p.as_os_str() == d.path.as_str()) {
+                continue;
+            }
+            if d.read_lock == Some(false) {
+                if self.lock_misses.insert(d.path.clone()) {
+                    d.read_lock = None; // the first miss: maybe a checkpoint
+                } else if !self.lock_warned.contains(&d.path) {
+                    tracing::warn!(db = %d.path, pid, "litestream does not hold its WAL read lock: a checkpoint by the application can restart the WAL and rows would be missing from the replica");
+                    self.lock_warned.insert(d.path.clone());
+                }
+            } else {
+                self.lock_misses.remove(&d.path);
+                self.lock_warned.remove(&d.path);
+            }
+        }
+        dbs
     }
 
     /// litestream's arguments: `replicate`, or `restore -f` for a follower.
@@ -590,6 +669,8 @@ impl Supervisor {
     /// The stop sequence: sync through the socket (when ready), exactly one SIGTERM, `grace`
     /// from then on to exit, SIGKILL; always reaps. Further stop requests escalate.
     async fn stop_child(&mut self, mut child: LitestreamChild, ready: bool) -> Result<()> {
+        // Before anything ends litestream's read transaction (the sync with `wait`, SIGTERM).
+        self.engage_guard().await;
         self.set(|s| s.state = State::Stopping);
         let grace = self.grace();
         let mut sync_error = None;
@@ -704,6 +785,26 @@ impl Supervisor {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// At a cold start (nothing held the WAL while no supervisor ran): each database whose WAL was
+/// restarted since litestream's last local transaction is checkpointed with TRUNCATE, so the
+/// litestream about to start takes a full snapshot instead of missing the frames the restart
+/// overwrote.
+fn snapshot_where_wal_restarted(config: &LitestreamConfig) {
+    for db in databases_now(config) {
+        if !crate::wal_guard::restarted_since_litestream(&db, &config.state_dir(&db)) {
+            continue;
+        }
+        match crate::wal_guard::force_snapshot(&db) {
+            Ok(()) => {
+                tracing::warn!(db = %db.display(), "the WAL was restarted while no litestream ran: litestream takes a full snapshot, so no frame is missed")
+            }
+            Err(e) => {
+                tracing::error!(db = %db.display(), error = %e, "the WAL was restarted while no litestream ran and no full snapshot could be forced: writes made meanwhile may be missing from the replica")
             }
         }
     }

@@ -1,7 +1,11 @@
-//! What the supervisor says to litestream over its control socket (sync, list, txid), and the
-//! status file it keeps for `rip-litestream status`.
+//! What the supervisor says to litestream over its control socket (sync, list), and the status
+//! file it keeps for `rip-litestream status`.
+//!
+//! Never sends a `/sync` with `wait` or `timeout` except on the way out, just before SIGTERM:
+//! that request ends litestream's WAL read transaction for good
+//! ([`ControlClient::sync_local`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
@@ -9,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::control::ControlClient;
 use crate::status::{DbStatus, Status};
+use crate::wal_guard::WalGuard;
 
 /// Writes each new status to `path` (0600, replaced atomically) for `rip-litestream status`.
 pub(super) async fn write_status_file(mut rx: watch::Receiver<Status>, path: PathBuf) {
@@ -37,61 +42,101 @@ pub(super) async fn write_status_file(mut rx: watch::Receiver<Status>, path: Pat
 /// How often the databases' last sync is read over the control socket while ready.
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// Each database's last sync (`/list`) and local transaction (`/txid`); `None` when litestream
-/// does not answer in time (with an unreachable S3 replica `/list` hangs: the old values stay,
-/// and age into "stalled").
-pub(super) async fn poll_databases(control: &ControlClient) -> Option<Vec<DbStatus>> {
+/// Each database's last sync (`/list`), local and replicated transaction (a `/sync` without
+/// `wait`, which keeps litestream's WAL read lock), and whether litestream holds that lock (pid
+/// `pid`); `None` when litestream does not answer in time (with an unreachable S3 replica
+/// `/list` hangs: the old values stay, and age into "stalled").
+pub(super) async fn poll_databases(control: &ControlClient, pid: u32) -> Option<Vec<DbStatus>> {
     let list = control.get("/list", Duration::from_secs(1)).await.ok()?;
+    let locks = crate::wal_guard::read_locks(pid);
     let mut dbs = Vec::new();
     for d in list["databases"].as_array()? {
         let path = d["path"].as_str().unwrap_or_default().to_string();
-        let query = format!("/txid?path={}", percent_encode(&path));
-        let txid = control
-            .get(&query, Duration::from_millis(500))
+        let synced = control
+            .sync_local(&path, Duration::from_millis(500))
             .await
-            .ok()
-            .and_then(|t| t["txid"].as_u64());
+            .ok();
         dbs.push(DbStatus {
             last_sync_at: d["last_sync_at"]
                 .as_str()
                 .and_then(crate::status::parse_time),
             status: d["status"].as_str().unwrap_or_default().to_string(),
+            txid: synced.and_then(|s| s.txid),
+            replicated_txid: synced.and_then(|s| s.replicated_txid),
+            read_lock: crate::wal_guard::holds_read_lock(locks.as_ref(), Path::new(&path)),
             path,
-            txid,
         });
     }
     Some(dbs)
 }
 
-/// Percent-encodes a path for a query string.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// A new litestream's first sync of every database, without `wait` (see [`ControlClient::sync_local`]), then
+/// the WAL guard released database by database as litestream's own read lock shows in
+/// `/proc/locks`. Anything still held after `patience` is released with a warning: the guard
+/// must never hold the WAL for long beside a running litestream.
+pub(super) async fn first_sync(
+    control: Option<ControlClient>,
+    guard: WalGuard,
+    pid: u32,
+    patience: Duration,
+) {
+    let started = std::time::Instant::now();
+    let mut synced_all = control.is_none();
+    if let Some(c) = &control {
+        match c.listed_paths(Duration::from_secs(2)).await {
+            Ok(paths) => {
+                let mut failed = false;
+                for path in paths {
+                    if let Err(e) = c.sync_local(&path, Duration::from_secs(30)).await {
+                        failed = true;
+                        tracing::warn!(db = %path, error = %e, "first sync failed");
+                    }
+                }
+                synced_all = !failed;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "first sync: litestream did not list its databases")
+            }
         }
     }
-    out
+    let can_see_locks = crate::wal_guard::read_locks(pid).is_some();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let held = if can_see_locks {
+            guard.release_where_locked_by(pid)
+        } else if synced_all {
+            // No /proc/locks: the first sync is the best evidence there is.
+            guard.release_all();
+            Vec::new()
+        } else {
+            guard.held()
+        };
+        if held.is_empty() {
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "WAL guard released: litestream holds the WAL of every database"
+            );
+            return;
+        }
+        if started.elapsed() >= patience {
+            let names: Vec<String> = held.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(db = %names.join(","), pid, "litestream did not take its WAL read lock in time: the guard lets go, so the WAL does not grow without bound");
+            guard.release_all();
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 /// Asks litestream to sync every database it knows and wait for the replica, all at once,
-/// within `budget` in total.
+/// within `budget` in total. Only on the way out (the WAL guard engaged, SIGTERM next): a sync
+/// with `wait` ends litestream's WAL read transaction.
 pub(super) async fn sync_all(control: &ControlClient, budget: Duration) -> Result<(), String> {
     let work = async {
-        let list = control
-            .get("/list", budget.min(Duration::from_secs(2)))
-            .await
-            .map_err(|e| e.to_string())?;
-        let paths: Vec<String> = list["databases"]
-            .as_array()
-            .map(|dbs| {
-                dbs.iter()
-                    .filter_map(|d| d["path"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let paths = control
+            .listed_paths(budget.min(Duration::from_secs(2)))
+            .await?;
         let mut syncs = tokio::task::JoinSet::new();
         for path in paths {
             let control = control.clone();

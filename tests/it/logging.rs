@@ -126,8 +126,10 @@ fn log_db_holds_slog_levels_json_data_and_rfc3339_times() {
         &["--log-db", logs.to_str().unwrap(), "--log-level", "debug"],
         &["--litestream-logs", "tracing", "--backoff-initial", "100ms"],
     );
-    wait_for("litestream's ERROR", LONG, || {
-        run_stderr(&env).contains("ERROR")
+    // Killed once ready (a kill during start-up is a failed start, not a restart).
+    wait_for("litestream's ERROR, once ready", LONG, || {
+        let err = run_stderr(&env);
+        err.contains("ERROR") && err.contains("litestream ready")
     });
     let child = children_of(sup.pid())
         .into_iter()

@@ -7,6 +7,7 @@ mod entrypoint;
 mod follow;
 mod fuzz;
 mod logging;
+mod no_row_lost;
 mod operations;
 mod reliability;
 mod reload;

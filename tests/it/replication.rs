@@ -286,3 +286,77 @@ pub fn wait_ready(env: &TestEnv) {
         run_stderr(env).contains("litestream ready")
     });
 }
+
+/// How a test writer's connection is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// SQLite's defaults: an automatic checkpoint every 1000 frames, as users have it.
+    Defaults,
+    /// `wal_autocheckpoint=0`: checkpoints left to litestream (the optional tuning).
+    LeftToLitestream,
+}
+
+/// A writer committing one row about every millisecond until stopped; returns how many rows it
+/// wrote in all (ids `first..n`).
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<i64>,
+}
+
+impl Writer {
+    /// On SQLite's defaults.
+    pub fn start(db: PathBuf, first: i64) -> Self {
+        Writer::with(db, first, Checkpoints::Defaults)
+    }
+
+    pub fn with(db: PathBuf, first: i64, checkpoints: Checkpoints) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let c = open(&db);
+            if checkpoints == Checkpoints::LeftToLitestream {
+                c.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
+            }
+            let mut i = first;
+            while !flag.load(Ordering::Relaxed) {
+                c.execute(
+                    "INSERT INTO t (id, body) VALUES (?, ?)",
+                    rusqlite::params![i, format!("row {i} {}", "x".repeat((i % 50) as usize))],
+                )
+                .unwrap();
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            i
+        });
+        Writer { stop, handle }
+    }
+
+    pub fn finish(self) -> i64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+/// Whether `pid` holds a WAL read lock (bytes 123-127 of `DB-shm`) on `db`, from /proc/locks.
+pub fn holds_wal_read_lock(pid: u32, db: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let shm = PathBuf::from(format!("{}-shm", db.display()));
+    let Ok(meta) = std::fs::metadata(&shm) else {
+        return false;
+    };
+    let inode = format!(":{}", meta.ino());
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 8
+                && f[1] == "POSIX"
+                && f[4] == pid.to_string()
+                && f[5].ends_with(&inode)
+                && f[6].parse::<u64>().is_ok_and(|s| s <= 127)
+                && (f[7] == "EOF" || f[7].parse::<u64>().is_ok_and(|e| e >= 123))
+        })
+}

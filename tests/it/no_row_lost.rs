@@ -1,0 +1,230 @@
+//! Every committed row reaches the replica, with the application on SQLite's defaults (an
+//! automatic checkpoint every 1000 frames) and a writer committing about every millisecond:
+//! litestream keeps its WAL read lock while supervised (nothing we send releases it), and while
+//! no litestream runs (a crash, a reload, a stop and start) nothing restarts the WAL under it.
+//! Each scenario restores the replica and compares rows, content hash and integrity.
+//! `RIP_LONG_TESTS=1` makes each run longer (RELIABILITY.md has the figures).
+
+use std::time::{Duration, Instant};
+
+use crate::reliability::{assert_replica_equals_source, litestream_pid};
+use crate::replication::*;
+use crate::support::{wait_for, TestEnv};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn seconds(short: u64, long: u64) -> Duration {
+    Duration::from_secs(if std::env::var_os("RIP_LONG_TESTS").is_some() {
+        long
+    } else {
+        short
+    })
+}
+
+fn setup() -> TestEnv {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 1);
+    save_config(&env, &config_yaml(&env, "", ""));
+    env
+}
+
+fn kill9(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// Samples whether litestream (a child of `sup`) holds its read lock on app.db until `until`;
+/// returns (held, samples, longest run of misses).
+fn sample_read_lock(env: &TestEnv, sup: &Background, until: Instant) -> (u32, u32, u32) {
+    let (mut held, mut n, mut run, mut worst) = (0, 0, 0, 0);
+    while Instant::now() < until {
+        if let Some(pid) = litestream_pid(sup) {
+            n += 1;
+            if holds_wal_read_lock(pid, &env.db()) {
+                held += 1;
+                run = 0;
+            } else {
+                run += 1;
+                worst = worst.max(run);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (held, n, worst)
+}
+
+fn stop(env: &TestEnv, mut sup: Background) {
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(env));
+}
+
+#[test]
+fn no_fault_litestream_holds_its_read_lock_throughout_and_nothing_is_lost() {
+    let env = setup();
+    let sup = run_bg(&env, &[]);
+    wait_ready(&env);
+    let writer = Writer::start(env.db(), 1);
+    let until = Instant::now() + seconds(8, 60);
+    // `status` and `verify` talk to litestream while we sample: neither may release the lock.
+    let (held, n, worst) = {
+        let sampler = std::thread::scope(|s| {
+            let h = s.spawn(|| sample_read_lock(&env, &sup, until));
+            std::thread::sleep(Duration::from_secs(2));
+            env.run(["status", "--json"]);
+            let v = env.run(["verify", "--timeout", "20s"]);
+            assert!(
+                [0, 3].contains(&v.code()),
+                "verify: {}\n{}",
+                v.stdout(),
+                v.stderr()
+            );
+            h.join().unwrap()
+        });
+        sampler
+    };
+    let status: serde_json::Value =
+        serde_json::from_str(env.run(["status", "--json"]).stdout().trim()).unwrap();
+    let written = writer.finish();
+    stop(&env, sup);
+    assert!(
+        written > 1000,
+        "only {written} rows: the writer did not run"
+    );
+    // A miss is only possible during litestream's own checkpoint, which re-takes it at once.
+    assert!(n >= 20, "only {n} samples");
+    assert!(
+        worst <= 1 && held * 10 >= n * 9,
+        "read lock held in {held} of {n} samples (longest gap {worst})"
+    );
+    let db = &status["databases"][0];
+    assert_ne!(db["read_lock"], serde_json::json!(false), "{status}");
+    assert!(db["replicated_txid"].as_u64().is_some(), "{status}");
+    assert_replica_equals_source(&env);
+}
+
+#[test]
+fn litestream_killed_three_times_under_writes_loses_nothing() {
+    let env = setup();
+    let sup = run_bg(&env, &["--backoff-initial", "200ms", "--backoff-max", "1s"]);
+    wait_ready(&env);
+    let writer = Writer::start(env.db(), 1);
+    for _ in 0..3 {
+        std::thread::sleep(seconds(2, 10));
+        let pid = litestream_pid(&sup).expect("litestream runs");
+        kill9(pid);
+        wait_for("litestream back", LONG, || {
+            litestream_pid(&sup).is_some_and(|p| p != pid)
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let written = writer.finish();
+    stop(&env, sup);
+    assert!(written > 1000, "only {written} rows");
+    assert_replica_equals_source(&env);
+}
+
+#[test]
+fn three_reloads_under_writes_lose_nothing() {
+    let env = setup();
+    let sup = run_bg(&env, &[]);
+    wait_ready(&env);
+    let writer = Writer::start(env.db(), 1);
+    for i in 0..3 {
+        std::thread::sleep(seconds(2, 10));
+        let pid = litestream_pid(&sup).expect("litestream runs");
+        // A changed generation (another sync interval), then SIGHUP.
+        let interval = format!("{}ms", 700 + 100 * i);
+        let yaml = config_yaml(&env, "", &format!("      sync-interval: {interval}\n"));
+        env.save(&yaml).success();
+        sup.signal("HUP");
+        wait_for("litestream restarted with the new generation", LONG, || {
+            litestream_pid(&sup).is_some_and(|p| p != pid)
+        });
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let written = writer.finish();
+    stop(&env, sup);
+    assert!(written > 1000, "only {written} rows");
+    assert_eq!(
+        run_stderr(&env).matches("config reloaded").count(),
+        3,
+        "{}",
+        run_stderr(&env)
+    );
+    assert_replica_equals_source(&env);
+}
+
+#[test]
+fn stop_and_start_again_while_the_application_writes_loses_nothing() {
+    let env = setup();
+    let writer = Writer::start(env.db(), 1);
+    // `systemctl restart`: started again at once, and once after a pause long enough for the
+    // application's own checkpoint to restart the WAL (over 1000 commits).
+    for pause in [0, 0, 1500] {
+        let sup = run_bg(&env, &[]);
+        wait_ready(&env);
+        std::thread::sleep(seconds(2, 10));
+        stop(&env, sup);
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+    let sup = run_bg(&env, &[]);
+    wait_ready(&env);
+    std::thread::sleep(Duration::from_secs(1));
+    let written = writer.finish();
+    stop(&env, sup);
+    assert!(written > 2000, "only {written} rows");
+    assert_replica_equals_source(&env);
+}
+
+#[test]
+fn run_with_the_writer_as_the_application_loses_nothing_while_litestream_restarts() {
+    let env = setup();
+    // The application: Python's sqlite3 on SQLite's defaults, one row about every millisecond,
+    // for a few seconds; then it exits 0 and the wrapper stops litestream with its final sync.
+    let app = format!(
+        "import sqlite3, time\n\
+         c = sqlite3.connect({db:?}, isolation_level=None)\n\
+         c.execute('PRAGMA busy_timeout=5000')\n\
+         i = 1000000\n\
+         end = time.time() + {secs}\n\
+         while time.time() < end:\n\
+         \x20   c.execute('INSERT INTO t (id, body) VALUES (?, ?)', (i, 'app row %d' % i))\n\
+         \x20   i += 1\n\
+         \x20   time.sleep(0.001)\n",
+        db = env.db().display().to_string(),
+        secs = seconds(8, 60).as_secs()
+    );
+    std::fs::write(env.path("app.py"), app).unwrap();
+    let app_path = env.path("app.py");
+    let sup = run_bg(
+        &env,
+        &[
+            "--backoff-initial",
+            "200ms",
+            "--",
+            "python3",
+            app_path.to_str().unwrap(),
+        ],
+    );
+    wait_ready(&env);
+    let mut sup = sup;
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_secs(2));
+        let Some(pid) = litestream_pid(&sup) else {
+            break;
+        };
+        kill9(pid);
+        wait_for("litestream back", LONG, || {
+            litestream_pid(&sup).is_some_and(|p| p != pid)
+        });
+    }
+    assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(&env));
+    assert!(
+        rows(&env.db()).len() > 1000,
+        "the application did not write"
+    );
+    assert_replica_equals_source(&env);
+}
