@@ -38,6 +38,19 @@ pub fn litestream_pid(sup: &Background) -> Option<u32> {
 
 #[test]
 fn litestream_killed_at_random_under_load_loses_nothing() {
+    killed_at_random_under_load(Checkpoints::Defaults, if long_tests() { 120 } else { 15 });
+}
+
+/// The optional tuning (checkpoints left to litestream) loses nothing either.
+#[test]
+fn litestream_killed_at_random_with_checkpoints_left_to_litestream_loses_nothing() {
+    killed_at_random_under_load(
+        Checkpoints::LeftToLitestream,
+        if long_tests() { 60 } else { 6 },
+    );
+}
+
+fn killed_at_random_under_load(checkpoints: Checkpoints, seconds: u64) {
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));
@@ -45,8 +58,8 @@ fn litestream_killed_at_random_under_load_loses_nothing() {
     cmd.env("RUST_LOG", "warn");
     let mut sup = spawn(&env, cmd);
     wait_for("ready", LONG, || litestream_pid(&sup).is_some());
-    let writer = Writer::start(env.db(), 1);
-    let length = Duration::from_secs(if long_tests() { 120 } else { 15 });
+    let writer = Writer::with(env.db(), 1, checkpoints);
+    let length = Duration::from_secs(seconds);
     let start = Instant::now();
     let mut kills = 0;
     while start.elapsed() < length {
@@ -64,7 +77,7 @@ fn litestream_killed_at_random_under_load_loses_nothing() {
     wait_for("litestream back", LONG, || litestream_pid(&sup).is_some());
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(&env));
-    assert!(kills >= 3, "only {kills} kills");
+    assert!(kills >= (seconds / 5).max(1), "only {kills} kills");
     assert!(written > 100);
     assert_replica_equals_source(&env);
 }
