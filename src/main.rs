@@ -137,10 +137,10 @@ struct RestoreArgs {
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Point in time (RFC 3339), e.g. 2026-11-25T12:00:00Z.
-    #[arg(long)]
+    #[arg(long, value_parser = rfc3339)]
     timestamp: Option<String>,
     /// Transaction id (16 hex digits).
-    #[arg(long)]
+    #[arg(long, value_parser = txid)]
     txid: Option<String>,
     /// No backup is not an error.
     #[arg(long)]
@@ -209,7 +209,7 @@ struct RunArgs {
     #[arg(long)]
     health_addr: Option<std::net::SocketAddr>,
     /// Verify the backup this often (e.g. 1h); the last result shows in `status`.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     verify_every: Option<Duration>,
     /// How often to look for a newly saved config generation and apply it (0 turns it off;
     /// SIGHUP reloads at once either way).
@@ -946,4 +946,71 @@ fn daemon_runtime() -> Result<tokio::runtime::Runtime, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))
+}
+
+/// A duration above zero (`--verify-every 0s` would mean "all the time").
+fn positive_duration(text: &str) -> std::result::Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than 0, e.g. 1h".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (e.g. 30s, 1h)")),
+    }
+}
+
+/// litestream's `-txid`: up to 16 hex digits, given as 16.
+fn txid(text: &str) -> std::result::Result<String, String> {
+    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            "must be a transaction id of up to 16 hex digits, e.g. 000000000000002a".into(),
+        );
+    }
+    Ok(format!("{:0>16}", text.to_ascii_lowercase()))
+}
+
+/// An RFC 3339 time as litestream's `-timestamp` takes it: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+fn rfc3339(text: &str) -> std::result::Result<String, String> {
+    let bad = || format!("must be an RFC 3339 time, e.g. 2026-11-25T12:00:00Z (got {text:?})");
+    let b = text.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape {
+        return Err(bad());
+    }
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return Err(bad());
+        }
+        rest = &frac[n..];
+    }
+    let zone_ok = matches!(rest, "Z" | "z")
+        || (rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':'
+            && rest[1..3].bytes().all(|c| c.is_ascii_digit())
+            && rest[4..6].bytes().all(|c| c.is_ascii_digit()));
+    let field = |r: std::ops::Range<usize>| text[r].parse::<u32>().unwrap_or(99);
+    let ranges_ok = (1..=12).contains(&field(5..7))
+        && (1..=31).contains(&field(8..10))
+        && field(11..13) < 24
+        && field(14..16) < 60
+        && field(17..19) < 61;
+    if zone_ok && ranges_ok {
+        Ok(text.to_string())
+    } else {
+        Err(bad())
+    }
 }

@@ -280,3 +280,62 @@ fn pragmas_make_a_database_ready_for_replication() {
     drop(conn);
     env.run(["doctor", db.to_str().unwrap()]).success();
 }
+
+#[test]
+fn impossible_flag_values_are_refused_at_parse_time_with_exit_2_and_one_line() {
+    let env = TestEnv::new();
+    env.init();
+    let before = crate::support::snapshot(&env.db());
+    for (args, needle) in [
+        (&["run", "--verify-every", "0s"][..], "must be more than 0"),
+        (&["run", "--verify-every", "often"][..], "--verify-every"),
+        (
+            &["restore", "--txid", "xyz", "-o", "out.db"][..],
+            "16 hex digits",
+        ),
+        (
+            &["restore", "--txid", "00000000000000001", "-o", "out.db"][..],
+            "16 hex digits",
+        ),
+        (
+            &["restore", "--timestamp", "yesterday", "-o", "out.db"][..],
+            "RFC 3339",
+        ),
+        (
+            &[
+                "restore",
+                "--timestamp",
+                "2026-13-01T00:00:00Z",
+                "-o",
+                "out.db",
+            ][..],
+            "RFC 3339",
+        ),
+    ] {
+        let r = env.run(args);
+        r.code_is(2).stderr_has(needle);
+        assert!(
+            !r.stderr().contains("Usage: litestream"),
+            "litestream's usage text leaked: {}",
+            r.stderr()
+        );
+        assert!(!env.path("out.db").exists());
+    }
+    assert_eq!(
+        crate::support::snapshot(&env.db()),
+        before,
+        "the store changed"
+    );
+    // Good values still parse: a short txid is padded to litestream's 16 digits.
+    let db = env.db();
+    let r = env.run([
+        "restore",
+        "--txid",
+        "2a",
+        "-o",
+        "out.db",
+        "--if-replica-exists",
+        db.to_str().unwrap(),
+    ]);
+    assert_ne!(r.code(), 2, "{}", r.stderr());
+}
