@@ -719,6 +719,17 @@ fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
     let (config, _) = load_config(g)?;
     let db = pick_db(&config, Some(&args.db))?;
     let output = args.output.clone().unwrap_or_else(|| db.clone());
+    // A database a supervisor replicates or a follower keeps: restoring under it would replace
+    // the live data and the replica's latest state with an older one, with or without --force.
+    if let Some(holder) = runtime::RuntimeDir::path_for(&output)
+        .ok()
+        .and_then(|dir| lock::holder(&dir.join("lock")))
+    {
+        return Err(Error::Usage(format!(
+            "{} is in use ({holder}): stop that supervisor or follower first, or restore to another path with --output",
+            output.display()
+        )));
+    }
     if args.if_db_not_exists && output.exists() {
         eprintln!("{} exists: nothing restored", output.display());
         return Ok(0);

@@ -339,3 +339,31 @@ fn impossible_flag_values_are_refused_at_parse_time_with_exit_2_and_one_line() {
     ]);
     assert_ne!(r.code(), 2, "{}", r.stderr());
 }
+
+#[test]
+fn restore_with_force_refuses_the_database_a_running_supervisor_replicates() {
+    let env = TestEnv::new();
+    env.init();
+    insert(&env.db(), 0, 100);
+    let mut sup = run_bg(&env, &[]);
+    wait_ready(&env);
+    synced(&env);
+    insert(&env.db(), 100, 570);
+    let before = rows(&env.db());
+    let db = env.db();
+    let db = db.to_str().unwrap();
+    // The hurried operator's recovery, onto the live database, with --force.
+    let r = env.run(["restore", "--force", "-o", db, db]);
+    r.code_is(2)
+        .stderr_has("is in use")
+        .stderr_has("rip-litestream pid");
+    assert_eq!(rows(&env.db()), before, "the live database changed");
+    assert_eq!(before.len(), 570);
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(Duration::from_secs(60)), Some(0));
+    // Once it is stopped, restoring elsewhere works as before.
+    let out = env.path("elsewhere.db");
+    env.run(["restore", "-o", out.to_str().unwrap(), db])
+        .success();
+    assert_eq!(rows(&out), before);
+}
