@@ -21,11 +21,12 @@ fn seconds(short: u64, long: u64) -> Duration {
     })
 }
 
-fn setup() -> TestEnv {
+fn setup() -> (TestEnv, std::sync::MutexGuard<'static, ()>) {
+    let turn = crate::support::heavy();
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));
-    env
+    (env, turn)
 }
 
 fn kill9(pid: u32) {
@@ -63,7 +64,7 @@ fn stop(env: &TestEnv, mut sup: Background) {
 
 #[test]
 fn no_fault_litestream_holds_its_read_lock_throughout_and_nothing_is_lost() {
-    let env = setup();
+    let (env, _turn) = setup();
     let sup = run_bg(&env, &[]);
     wait_ready(&env);
     let writer = Writer::start(env.db(), 1);
@@ -107,7 +108,7 @@ fn no_fault_litestream_holds_its_read_lock_throughout_and_nothing_is_lost() {
 
 #[test]
 fn litestream_killed_three_times_under_writes_loses_nothing() {
-    let env = setup();
+    let (env, _turn) = setup();
     let sup = run_bg(&env, &["--backoff-initial", "200ms", "--backoff-max", "1s"]);
     wait_ready(&env);
     let writer = Writer::start(env.db(), 1);
@@ -128,7 +129,7 @@ fn litestream_killed_three_times_under_writes_loses_nothing() {
 
 #[test]
 fn three_reloads_under_writes_lose_nothing() {
-    let env = setup();
+    let (env, _turn) = setup();
     let sup = run_bg(&env, &[]);
     wait_ready(&env);
     let writer = Writer::start(env.db(), 1);
@@ -159,7 +160,7 @@ fn three_reloads_under_writes_lose_nothing() {
 
 #[test]
 fn stop_and_start_again_while_the_application_writes_loses_nothing() {
-    let env = setup();
+    let (env, _turn) = setup();
     let writer = Writer::start(env.db(), 1);
     // `systemctl restart`: started again at once, and once after a pause long enough for the
     // application's own checkpoint to restart the WAL (over 1000 commits).
@@ -181,7 +182,7 @@ fn stop_and_start_again_while_the_application_writes_loses_nothing() {
 
 #[test]
 fn run_with_the_writer_as_the_application_loses_nothing_while_litestream_restarts() {
-    let env = setup();
+    let (env, _turn) = setup();
     // The application: Python's sqlite3 on SQLite's defaults, one row about every millisecond,
     // for a few seconds; then it exits 0 and the wrapper stops litestream with its final sync.
     let app = format!(

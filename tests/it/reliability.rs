@@ -51,6 +51,7 @@ fn litestream_killed_at_random_with_checkpoints_left_to_litestream_loses_nothing
 }
 
 fn killed_at_random_under_load(checkpoints: Checkpoints, seconds: u64) {
+    let _turn = crate::support::heavy();
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));
@@ -92,6 +93,7 @@ fn fastrand_between(lo: u64, hi: u64) -> u64 {
 
 #[test]
 fn the_supervisor_killed_under_load_and_started_again_loses_nothing() {
+    let _turn = crate::support::heavy();
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "", ""));

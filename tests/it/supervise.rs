@@ -295,6 +295,7 @@ fn crash_loop_gives_up_with_max_restarts() {
 
 #[test]
 fn a_child_flooding_an_unread_stderr_keeps_running_and_drops_are_reported() {
+    let _turn = crate::support::heavy();
     let env = TestEnv::new();
     let done = env.path("done");
     let fake = fake_litestream(

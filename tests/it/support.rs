@@ -200,3 +200,12 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 pub fn snapshot(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_default()
 }
+
+/// Tests that load the machine (a writer every millisecond beside litestream, a million log
+/// lines) take turns: several at once would starve each other on a 2-core machine.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for this test's turn among the heavy ones; the turn ends when the guard is dropped.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
