@@ -548,6 +548,41 @@ mod tests {
     }
 
     #[test]
+    fn sees_a_wal_restart_litestream_did_not_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        std::fs::write(&db, b"").unwrap();
+        let state = dir.path().join(".a.db-litestream");
+        let l0 = state.join("ltx").join("0");
+        std::fs::create_dir_all(&l0).unwrap();
+        let ltx = |txid: u64, offset: u64, size: u64, salts: [u8; 8]| {
+            let mut h = vec![0u8; 100];
+            h[0..4].copy_from_slice(b"LTX1");
+            h[48..56].copy_from_slice(&offset.to_be_bytes());
+            h[56..64].copy_from_slice(&size.to_be_bytes());
+            h[64..72].copy_from_slice(&salts);
+            std::fs::write(l0.join(format!("{txid:016x}-{txid:016x}.ltx")), h).unwrap();
+        };
+        let wal = |salts: [u8; 8]| {
+            let mut h = vec![0u8; 32];
+            h[16..24].copy_from_slice(&salts);
+            std::fs::write(dir.path().join("a.db-wal"), h).unwrap();
+        };
+        assert!(!restarted_since_litestream(&db, &state), "no state, no WAL");
+        ltx(1, 32, 4120 * 3, [1; 8]);
+        ltx(2, 32 + 4120 * 3, 4120, [2; 8]); // the newest one counts
+        wal([2; 8]);
+        assert!(!restarted_since_litestream(&db, &state), "same salts");
+        wal([3; 8]);
+        assert!(restarted_since_litestream(&db, &state), "other salts");
+        std::fs::write(dir.path().join("a.db-wal"), b"").unwrap();
+        assert!(
+            !restarted_since_litestream(&db, &state),
+            "an empty WAL: litestream snapshots by itself"
+        );
+    }
+
+    #[test]
     fn matches_patterns_like_go() {
         assert!(glob_match("*.db", "a.db"));
         assert!(!glob_match("*.db", "a.db-wal"));

@@ -108,11 +108,7 @@ pub(super) fn lock_databases(
 
 impl Supervisor {
     pub(super) async fn run(mut self) -> Result<()> {
-        if self.guard.is_some() {
-            let config = self.config.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || snapshot_where_wal_restarted(&config)).await;
-        }
+        self.snapshot_where_wal_restarted().await;
         self.engage_guard().await;
         let verifier = self
             .options
@@ -136,7 +132,12 @@ impl Supervisor {
                     attempt = 0;
                     continue;
                 }
-                Ok(Life::Exited { info, was_ready }) => (info, was_ready),
+                Ok(Life::Exited { info, was_ready }) => {
+                    // The guard came a few milliseconds after litestream's death: look whether
+                    // the WAL was restarted in that gap.
+                    self.snapshot_where_wal_restarted().await;
+                    (info, was_ready)
+                }
                 Err(e) if !ever_ready && !self.options.retry_start => return self.fail(e),
                 // A restart that cannot even spawn (EAGAIN, a binary being replaced, ...) is
                 // retried like an exit.
@@ -305,6 +306,19 @@ impl Supervisor {
                 "WAL guard engaged"
             );
         }
+    }
+
+    /// After a gap nobody guarded (a cold start, or the milliseconds between litestream's death
+    /// and the guard): each database whose WAL was restarted since litestream's last local
+    /// transaction is checkpointed with TRUNCATE, so the next litestream takes a full snapshot
+    /// instead of missing the frames the restart overwrote.
+    async fn snapshot_where_wal_restarted(&self) {
+        let Some(guard) = self.guard.clone() else {
+            return;
+        };
+        let config = self.config.clone();
+        let _ = tokio::task::spawn_blocking(move || snapshot_where_wal_restarted(&config, &guard))
+            .await;
     }
 
     /// Ends the WAL guard: no litestream is going to run any more.
@@ -790,16 +804,19 @@ impl Supervisor {
     }
 }
 
-/// At a cold start (nothing held the WAL while no supervisor ran): each database whose WAL was
-/// restarted since litestream's last local transaction is checkpointed with TRUNCATE, so the
-/// litestream about to start takes a full snapshot instead of missing the frames the restart
-/// overwrote.
-fn snapshot_where_wal_restarted(config: &LitestreamConfig) {
+/// See [`Supervisor::snapshot_where_wal_restarted`]. The guard lets go of a database for its
+/// checkpoint (a TRUNCATE waits for every reader) and holds it again right after.
+fn snapshot_where_wal_restarted(config: &LitestreamConfig, guard: &WalGuard) {
     for db in databases_now(config) {
         if !crate::wal_guard::restarted_since_litestream(&db, &config.state_dir(&db)) {
             continue;
         }
-        match crate::wal_guard::force_snapshot(&db) {
+        let was_held = guard.release(&db);
+        let forced = crate::wal_guard::force_snapshot(&db);
+        if was_held {
+            guard.engage_blocking(std::slice::from_ref(&db));
+        }
+        match forced {
             Ok(()) => {
                 tracing::warn!(db = %db.display(), "the WAL was restarted while no litestream ran: litestream takes a full snapshot, so no frame is missed")
             }
