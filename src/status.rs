@@ -154,7 +154,8 @@ impl Status {
             .collect()
     }
 
-    /// Healthy: litestream is ready and every database synced recently. Otherwise, why not.
+    /// Healthy: litestream is ready, every database synced recently and litestream holds its WAL
+    /// read lock on each. Otherwise, why not (every reason found, `; ` between them).
     pub fn health(&self, now: SystemTime) -> Result<(), String> {
         if self.state != State::Ready {
             return Err(match &self.state {
@@ -165,6 +166,7 @@ impl Status {
                 other => format!("litestream is not ready ({})", state_word(other)),
             });
         }
+        let mut reasons = Vec::new();
         let stalled = self.stalled(now);
         if !stalled.is_empty() {
             let names: Vec<String> = stalled
@@ -174,7 +176,7 @@ impl Status {
                     None => format!("{} (never synced)", d.path),
                 })
                 .collect();
-            return Err(format!("stalled: {}", names.join(", ")));
+            reasons.push(format!("stalled: {}", names.join(", ")));
         }
         let unlocked: Vec<&str> = self
             .databases
@@ -183,12 +185,16 @@ impl Status {
             .map(|d| d.path.as_str())
             .collect();
         if !unlocked.is_empty() {
-            return Err(format!(
+            reasons.push(format!(
                 "litestream does not hold its WAL read lock on {}: a checkpoint can lose rows from the replica",
                 unlocked.join(", ")
             ));
         }
-        Ok(())
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
     }
 }
 
