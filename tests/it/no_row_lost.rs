@@ -57,6 +57,24 @@ fn sample_read_lock(env: &TestEnv, sup: &Background, until: Instant) -> (u32, u3
     (held, n, worst)
 }
 
+/// Kills `sup`'s litestream with SIGKILL and waits until a new one runs.
+fn kill_litestream(sup: &Background) {
+    let pid = litestream_pid(sup).expect("litestream runs");
+    kill9(pid);
+    wait_for("litestream back", LONG, || {
+        litestream_pid(sup).is_some_and(|p| p != pid)
+    });
+}
+
+/// Lets the writer go on a second, stops it and the supervisor, and checks the replica.
+fn finish(env: &TestEnv, sup: Background, writer: Writer, at_least: i64) {
+    std::thread::sleep(Duration::from_secs(1));
+    let written = writer.finish();
+    stop(env, sup);
+    assert!(written > at_least, "only {written} rows");
+    assert_replica_equals_source(env);
+}
+
 fn stop(env: &TestEnv, mut sup: Background) {
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(env));
@@ -114,17 +132,9 @@ fn litestream_killed_three_times_under_writes_loses_nothing() {
     let writer = Writer::start(env.db(), 1);
     for _ in 0..3 {
         std::thread::sleep(seconds(2, 10));
-        let pid = litestream_pid(&sup).expect("litestream runs");
-        kill9(pid);
-        wait_for("litestream back", LONG, || {
-            litestream_pid(&sup).is_some_and(|p| p != pid)
-        });
+        kill_litestream(&sup);
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let written = writer.finish();
-    stop(&env, sup);
-    assert!(written > 1000, "only {written} rows");
-    assert_replica_equals_source(&env);
+    finish(&env, sup, writer, 1000);
 }
 
 #[test]
@@ -173,11 +183,7 @@ fn stop_and_start_again_while_the_application_writes_loses_nothing() {
     }
     let sup = run_bg(&env, &[]);
     wait_ready(&env);
-    std::thread::sleep(Duration::from_secs(1));
-    let written = writer.finish();
-    stop(&env, sup);
-    assert!(written > 2000, "only {written} rows");
-    assert_replica_equals_source(&env);
+    finish(&env, sup, writer, 2000);
 }
 
 #[test]
@@ -214,13 +220,7 @@ fn run_with_the_writer_as_the_application_loses_nothing_while_litestream_restart
     let mut sup = sup;
     for _ in 0..2 {
         std::thread::sleep(Duration::from_secs(2));
-        let Some(pid) = litestream_pid(&sup) else {
-            break;
-        };
-        kill9(pid);
-        wait_for("litestream back", LONG, || {
-            litestream_pid(&sup).is_some_and(|p| p != pid)
-        });
+        kill_litestream(&sup);
     }
     assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(&env));
     assert!(
