@@ -98,7 +98,11 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Check a database for replication (WAL mode, other users, litestream state, size).
-    Doctor { db: PathBuf },
+    Doctor {
+        /// The database to examine.
+        #[arg(value_name = "DB_PATH")]
+        database: PathBuf,
+    },
     /// Keep a read-only copy up to date from a replica (supervised `litestream restore -f`).
     Follow(FollowArgs),
 }
@@ -153,8 +157,9 @@ struct RestoreArgs {
     force: bool,
     #[arg(long)]
     litestream: Option<PathBuf>,
-    /// The database, as named in the config.
-    db: PathBuf,
+    /// The database, as named in the config (the config store is `--db`).
+    #[arg(value_name = "DB_PATH")]
+    database: PathBuf,
 }
 
 #[derive(Args)]
@@ -166,8 +171,9 @@ struct VerifyArgs {
     json: bool,
     #[arg(long)]
     litestream: Option<PathBuf>,
-    /// The database (default: the config's only one).
-    db: Option<PathBuf>,
+    /// The database (default: the config's only one; the config store is `--db`).
+    #[arg(value_name = "DB_PATH")]
+    database: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -364,7 +370,7 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Verify(args) => verify_command(g, args),
         Command::Status { json, output } => status_command(g, json, output.as_deref()),
         Command::Follow(args) => follow_command(g, args),
-        Command::Doctor { db } => doctor_command(&db),
+        Command::Doctor { database } => doctor_command(&database),
     }
 }
 
@@ -717,7 +723,7 @@ fn private_base() -> Result<PathBuf, Error> {
 
 fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
     let (config, _) = load_config(g)?;
-    let db = pick_db(&config, Some(&args.db))?;
+    let db = pick_db(&config, Some(&args.database))?;
     let output = args.output.clone().unwrap_or_else(|| db.clone());
     // A database a supervisor replicates or a follower keeps: restoring under it would replace
     // the live data and the replica's latest state with an older one, with or without --force.
@@ -788,7 +794,7 @@ fn running_control(g: &Global, config: &LitestreamConfig) -> Option<ControlClien
 
 fn verify_command(g: &Global, args: VerifyArgs) -> Result<u8, Error> {
     let (config, _) = load_config(g)?;
-    let db = pick_db(&config, args.db.as_deref())?;
+    let db = pick_db(&config, args.database.as_deref())?;
     let bin = binary::find(args.litestream.as_deref())?;
     let control = running_control(g, &config);
     let base = private_base()?;

@@ -98,6 +98,12 @@ pub async fn restore(
         .as_ref()
         .and_then(|s| s["txid"].as_str())
         .and_then(|t| u64::from_str_radix(t, 16).ok());
+    if output.exists() {
+        let _ = std::fs::write(
+            restored_marker(&output),
+            txid.map(|t| format!("{t:016x}\n")).unwrap_or_default(),
+        );
+    }
     Ok(Restored {
         restored: output.exists(),
         output,
@@ -139,9 +145,24 @@ pub async fn replica_has_backup(
         .any(|l| !l.trim().is_empty()))
 }
 
-/// Before replication starts: restores each missing `path` database from its replica (no
-/// backup yet: a fresh start) when `restore_missing`; and refuses a database that exists without
-/// litestream state while its replica holds backups, unless `allow_fresh_db`.
+/// The file `rip-litestream restore` leaves beside a database it restored (`.NAME-rip-restored`,
+/// holding the transaction restored): the fresh-database guard accepts that database although
+/// litestream has no state for it yet. Removed once litestream has state beside the database.
+pub fn restored_marker(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    db.with_file_name(format!(".{name}-rip-restored"))
+}
+
+/// Before replication starts, for each `path` database of `config`:
+/// - missing: restored from its replica when `restore_missing` (no backup yet: a fresh start);
+///   otherwise refused while its replica holds backups (the application would create an empty
+///   database and replace the latest backup with it), unless `allow_fresh_db`;
+/// - present without litestream state while its replica holds backups: accepted when
+///   `rip-litestream restore` put it there ([`restored_marker`]) or when its content equals the
+///   replica's latest backup (restored by hand); refused otherwise, unless `allow_fresh_db`.
 pub async fn prepare_databases(
     bin: &LitestreamBinary,
     config: &LitestreamConfig,
@@ -152,10 +173,7 @@ pub async fn prepare_databases(
 ) -> Result<()> {
     for target in config.dbs() {
         let DbTarget::Path(db) = target else { continue };
-        if !db.exists() {
-            if !restore_missing {
-                continue;
-            }
+        if !db.exists() && restore_missing {
             let req = RestoreRequest {
                 db: db.clone(),
                 if_replica_exists: true,
@@ -169,7 +187,12 @@ pub async fn prepare_databases(
             }
             continue;
         }
-        if allow_fresh_db || config.state_dir(db).exists() {
+        let marker = restored_marker(db);
+        if config.state_dir(db).exists() {
+            let _ = std::fs::remove_file(&marker);
+            continue;
+        }
+        if allow_fresh_db || (db.exists() && marker.exists()) {
             continue;
         }
         let has_backup = match replica_has_backup(bin, config, mode, private_parent, db).await {
@@ -179,13 +202,67 @@ pub async fn prepare_databases(
                 false
             }
         };
-        if has_backup {
+        if !has_backup {
+            continue;
+        }
+        if !db.exists() {
             return Err(Error::Usage(format!(
-                "refusing to replicate {db}: it has no litestream state beside it ({state}) but its replica already holds backups, so it is probably a new empty file that would overwrite a good backup. Move it away and start with --restore-if-missing, or pass --allow-fresh-db if this file is really the one to keep",
-                db = db.display(),
-                state = config.state_dir(db).display()
+                "refusing to start: {db} does not exist but its replica already holds backups, and the application would create an empty database that replaces the latest backup. Restore it first (run --restore-if-missing, or `rip-litestream restore`), or pass --allow-fresh-db to start anew on purpose",
+                db = db.display()
             )));
         }
+        if equals_latest_backup(bin, config, mode, private_parent, db).await {
+            tracing::info!(db = %db.display(), "no litestream state beside it, but it equals the replica's latest backup (restored by hand): replicating it");
+            continue;
+        }
+        return Err(Error::Usage(format!(
+            "refusing to replicate {db}: it has no litestream state beside it ({state}) and differs from the latest backup its replica holds, so it is probably a new file that would replace a good backup. Move it away and start with --restore-if-missing (or `rip-litestream restore`), or pass --allow-fresh-db if this file is really the one to keep",
+            db = db.display(),
+            state = config.state_dir(db).display()
+        )));
     }
     Ok(())
+}
+
+/// True when `db`'s content equals the replica's latest backup (restored into a private
+/// temporary directory and compared table by table).
+async fn equals_latest_backup(
+    bin: &LitestreamBinary,
+    config: &LitestreamConfig,
+    mode: HandoffMode,
+    private_parent: &Path,
+    db: &Path,
+) -> bool {
+    let Ok(dir) = tempfile::Builder::new()
+        .prefix("latest-")
+        .tempdir_in(private_parent)
+    else {
+        return false;
+    };
+    let copy = dir.path().join("latest.db");
+    let req = RestoreRequest {
+        db: db.to_path_buf(),
+        output: Some(copy.clone()),
+        ..RestoreRequest::default()
+    };
+    if restore(bin, config, mode, private_parent, &req)
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let db = db.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let same = match (
+            crate::verify::content_hash(&db),
+            crate::verify::content_hash(&copy),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        drop(dir);
+        same
+    })
+    .await
+    .unwrap_or(false)
 }

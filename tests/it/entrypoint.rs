@@ -292,3 +292,83 @@ fn the_app_environment_has_no_rip_variables() {
     assert!(text.lines().all(|l| !l.starts_with("RIP_")), "{text}");
     assert!(text.contains("APP_SETTING=kept"));
 }
+
+/// The machine lost its volume: the database and litestream's state beside it are gone.
+fn lose_the_database(env: &TestEnv) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", env.db().display()));
+    }
+    let _ = std::fs::remove_dir_all(env.path(".app.db-litestream"));
+}
+
+#[test]
+fn a_missing_database_with_backups_is_refused_without_restore_if_missing() {
+    let env = TestEnv::new();
+    let store = separate_store(&env);
+    let db_arg = ["--db", store.to_str().unwrap()];
+    insert(&env.db(), 0, 305);
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    lose_the_database(&env);
+    // The operator forgets --restore-if-missing; the app would create a fresh 3-row database.
+    let script = format!(
+        "{} ; {}",
+        sql(
+            &env,
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+        ),
+        sql(&env, "INSERT INTO t VALUES (1,'a'),(2,'b'),(3,'c')")
+    );
+    let r = env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["run", "--", "sh", "-c", &script]),
+    );
+    r.code_is(2)
+        .stderr_has("does not exist")
+        .stderr_has("--restore-if-missing")
+        .stderr_has("--allow-fresh-db");
+    assert!(!env.db().exists(), "the app must not have run");
+    assert_eq!(restored(&env).len(), 305, "the replica keeps its 305 rows");
+}
+
+#[test]
+fn a_database_restored_by_hand_or_by_restore_is_accepted_and_replicated_on() {
+    let env = TestEnv::new();
+    let store = separate_store(&env);
+    let db_arg = ["--db", store.to_str().unwrap()];
+    insert(&env.db(), 0, 40);
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    lose_the_database(&env);
+    // By hand, with bare litestream (the documented recovery): no state, no marker of ours.
+    restore(&env.path("replica"), &env.db());
+    let r = env.run(db_arg.iter().copied().chain(["run", "--", "true"]));
+    r.success().stderr_has("equals the replica's latest backup");
+    insert(&env.db(), 40, 60);
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    assert_eq!(restored(&env), rows(&env.db()));
+    assert_eq!(rows(&env.db()).len(), 60);
+
+    // With rip-litestream restore, then the app writes before the supervisor starts: the
+    // content no longer equals the latest backup, the marker says we restored it.
+    lose_the_database(&env);
+    let db = env.db();
+    env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["restore", db.to_str().unwrap()]),
+    )
+    .success();
+    insert(&env.db(), 60, 70);
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    assert_eq!(restored(&env).len(), 70);
+    // The marker goes at the next start, litestream's own state being there by then.
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    assert!(!env.path(".app.db-rip-restored").exists());
+}
