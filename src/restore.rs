@@ -120,6 +120,20 @@ pub async fn replica_has_backup(
     private_parent: &Path,
     db: &Path,
 ) -> Result<bool> {
+    Ok(replica_position(bin, config, mode, private_parent, db)
+        .await?
+        .is_some())
+}
+
+/// The newest transaction the replica of `db` holds, at any level (`litestream ltx -level
+/// all`); `None` when it holds nothing.
+pub async fn replica_position(
+    bin: &LitestreamBinary,
+    config: &LitestreamConfig,
+    mode: HandoffMode,
+    private_parent: &Path,
+    db: &Path,
+) -> Result<Option<u64>> {
     let args: Vec<OsString> = vec!["-level".into(), "all".into(), db.as_os_str().into()];
     let out = oneshot::run(
         bin,
@@ -138,11 +152,12 @@ pub async fn replica_has_backup(
             oneshot::text(&out, config.yaml().as_bytes())
         )));
     }
-    // A header line, then one line per LTX file.
+    // A header line, then one line per LTX file: level, min_txid, max_txid, size, created.
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
-        .any(|l| !l.trim().is_empty()))
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(2)?, 16).ok())
+        .max())
 }
 
 /// The file `rip-litestream restore` leaves beside a database it restored (`.NAME-rip-restored`,

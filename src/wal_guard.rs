@@ -482,6 +482,14 @@ pub(crate) fn restarted_since_litestream(db: &Path, state_dir: &Path) -> bool {
     wal_offset + wal_size > 32 && &wal_header[16..24] != ltx_salts
 }
 
+/// The newest transaction litestream holds locally for a database (its newest L0 file in
+/// `state_dir`), `None` when it holds none.
+pub(crate) fn local_position(state_dir: &Path) -> Option<u64> {
+    let name = newest_l0(state_dir)?;
+    let name = name.file_name()?.to_str()?;
+    u64::from_str_radix(name.strip_suffix(".ltx")?.split('-').nth(1)?, 16).ok()
+}
+
 fn newest_l0(state_dir: &Path) -> Option<PathBuf> {
     let dir = state_dir.join("ltx").join("0");
     std::fs::read_dir(&dir)

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::child::LitestreamChild;
-use super::socket::{first_sync, poll_databases, sync_all, POLL_EVERY};
+use super::socket::{first_sync, poll_databases, sync_all, DbSync, POLL_EVERY};
 use super::{FollowSource, Options, ReloadOutcome, Role};
 use crate::binary::LitestreamBinary;
 use crate::child_logs::LogForwarder;
@@ -687,13 +687,13 @@ impl Supervisor {
         self.engage_guard().await;
         self.set(|s| s.state = State::Stopping);
         let grace = self.grace();
-        let mut sync_error = None;
+        let mut synced = None;
         let mut escalations = 0;
         if ready {
             if let Some(control) = self.control() {
                 let budget = self.config.shutdown_sync_timeout().min(grace);
                 tokio::select! {
-                    r = sync_all(&control, budget) => sync_error = r.err(),
+                    r = sync_all(&control, budget) => synced = Some(r),
                     Some(()) = self.stop_rx.recv() => {
                         tracing::warn!("second stop request: skipping the sync before stopping");
                         escalations = 1;
@@ -751,10 +751,89 @@ impl Supervisor {
                 info.last_lines[n..].join("\n")
             )));
         }
-        if let Some(e) = sync_error {
-            tracing::warn!(error = %e, "the sync before stopping failed; litestream's own final sync completed");
+        match synced {
+            Some(synced) => self.confirm_replicated(synced).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// After a stop: every database the sync before stopping did not confirm is looked up in
+    /// its replica, whose newest transaction must reach the newest one litestream holds locally.
+    /// litestream exits 0 whether or not its final sync reached the replica (a missing bucket,
+    /// say), so its exit code says nothing; the replica's position does.
+    async fn confirm_replicated(
+        &self,
+        synced: std::result::Result<Vec<DbSync>, String>,
+    ) -> Result<()> {
+        let paths: Vec<PathBuf> = self
+            .config
+            .dbs()
+            .iter()
+            .filter_map(|d| match d {
+                DbTarget::Path(p) => Some(p.clone()),
+                DbTarget::Dir { .. } => None,
+            })
+            .collect();
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        let unconfirmed: Vec<PathBuf> = match &synced {
+            Ok(dbs) => paths
+                .iter()
+                .filter(|p| {
+                    dbs.iter()
+                        .find(|d| same(std::path::Path::new(&d.path), p))
+                        .is_none_or(|d| !d.confirmed())
+                })
+                .cloned()
+                .collect(),
+            Err(_) => paths,
+        };
+        let mut failures = Vec::new();
+        for db in &unconfirmed {
+            // litestream may not even have copied the WAL locally (it checks the replica first):
+            // a database that exists needs at least its first transaction in the replica.
+            let local = match crate::wal_guard::local_position(&self.config.state_dir(db)) {
+                Some(t) => t,
+                None if db.exists() => 1,
+                None => continue,
+            };
+            let replica = crate::restore::replica_position(
+                &self.binary,
+                &self.config,
+                self.options.handoff,
+                self.runtime.path(),
+                db,
+            )
+            .await;
+            match replica {
+                Ok(Some(r)) if r >= local => {
+                    tracing::info!(db = %db.display(), txid = local, "the replica holds every transaction (checked after the stop)")
+                }
+                Ok(r) => failures.push(format!(
+                    "{}: the replica holds transaction {}, the database reached {local}",
+                    db.display(),
+                    r.map(|r| r.to_string()).unwrap_or_else(|| "none".into())
+                )),
+                Err(e) => failures.push(format!("{}: {e}", db.display())),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        let why = match &synced {
+            Err(e) => format!(" (the sync before stopping failed: {e})"),
+            Ok(dbs) => dbs
+                .iter()
+                .filter_map(|d| d.answer.as_ref().err())
+                .next()
+                .map(|e| format!(" (the sync before stopping failed: {e})"))
+                .unwrap_or_default(),
+        };
+        Err(Error::FinalSync(format!(
+            "the final sync did not reach the replica: {}{why}",
+            failures.join("; ")
+        )))
     }
 
     /// Verifies every `path` database each `every` while litestream is ready.

@@ -129,10 +129,30 @@ pub(super) async fn first_sync(
     }
 }
 
+/// What the sync before stopping learnt of one database.
+#[derive(Debug, Clone)]
+pub(super) struct DbSync {
+    /// The database, as litestream names it.
+    pub path: String,
+    /// The positions litestream answered with, or why it did not.
+    pub answer: Result<crate::control::Synced, String>,
+}
+
+impl DbSync {
+    /// The replica holds every transaction litestream had when it answered.
+    pub fn confirmed(&self) -> bool {
+        matches!(&self.answer, Ok(s) if s.replicated_txid.unwrap_or(0) >= s.txid.unwrap_or(0))
+    }
+}
+
 /// Asks litestream to sync every database it knows and wait for the replica, all at once,
 /// within `budget` in total. Only on the way out (the WAL guard engaged, SIGTERM next): a sync
-/// with `wait` ends litestream's WAL read transaction.
-pub(super) async fn sync_all(control: &ControlClient, budget: Duration) -> Result<(), String> {
+/// with `wait` ends litestream's WAL read transaction. `Err` when litestream did not list its
+/// databases or did not answer in time.
+pub(super) async fn sync_all(
+    control: &ControlClient,
+    budget: Duration,
+) -> Result<Vec<DbSync>, String> {
     let work = async {
         let paths = control
             .listed_paths(budget.min(Duration::from_secs(2)))
@@ -146,24 +166,19 @@ pub(super) async fn sync_all(control: &ControlClient, budget: Duration) -> Resul
                 (path, answer)
             });
         }
-        let mut failures = Vec::new();
+        let mut out = Vec::new();
         while let Some(joined) = syncs.join_next().await {
-            match joined {
-                Ok((path, Ok(answer))) => tracing::debug!(
-                    db = %path,
-                    status = %answer["status"],
-                    txid = %answer["txid"],
-                    "synced"
-                ),
-                Ok((path, Err(e))) => failures.push(format!("{path}: {e}")),
-                Err(e) => failures.push(e.to_string()),
-            }
+            let Ok((path, answer)) = joined else { continue };
+            let answer = answer
+                .map(|a| crate::control::Synced {
+                    txid: a["txid"].as_u64(),
+                    replicated_txid: a["replicated_txid"].as_u64(),
+                })
+                .map_err(|e| e.to_string());
+            tracing::debug!(db = %path, answer = ?answer, "synced before stopping");
+            out.push(DbSync { path, answer });
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures.join("; "))
-        }
+        Ok(out)
     };
     tokio::time::timeout(budget, work)
         .await

@@ -465,3 +465,26 @@ fn a_stopped_s3_server_shows_as_stalled_until_it_answers_again() {
     restore_with_rip(&env, &out);
     assert_same_rows(&out, &env.db(), 200);
 }
+
+#[test]
+fn a_stop_whose_final_sync_never_reached_a_missing_bucket_exits_1_and_says_so() {
+    let env = TestEnv::new();
+    let s3 = S3Server::start(&env);
+    let c = creds();
+    insert(&env.db(), 0, 10);
+    // The operator's typo: a bucket that does not exist.
+    let yaml = s3_yaml(&env, &s3, &c).replace(BUCKET, "no-such-bucket");
+    save_config(&env, &format!("shutdown-sync-timeout: 2s\n{yaml}"));
+    let sup = start(&env, &[], &[]);
+    insert(&env.db(), 10, 20);
+    let mut sup = sup;
+    sup.0.signal("TERM");
+    let code = sup.0.wait_code(Duration::from_secs(60));
+    let stderr = run_stderr(&env);
+    assert_eq!(code, Some(1), "run's stderr:\n{stderr}");
+    assert!(
+        stderr.contains("the final sync did not reach the replica")
+            && stderr.contains("no-such-bucket") | stderr.contains("NoSuchBucket"),
+        "{stderr}"
+    );
+}

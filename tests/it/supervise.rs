@@ -596,7 +596,11 @@ while True:
         daemon.start().await.unwrap();
         let pid = daemon.status().borrow().pid.unwrap();
         // The sync gets at most shutdown-sync-timeout (1 s); SIGTERM then gets the whole grace.
-        daemon.stop(LONG).await.unwrap();
+        // Nothing confirmed the replica (the fake never syncs, its replica lists nothing): the
+        // stop says so instead of claiming success.
+        let stopped = daemon.stop(LONG).await;
+        let why = stopped.expect_err("an unconfirmed final sync is an error").to_string();
+        assert!(why.contains("did not reach the replica"), "{why}");
         let s = daemon.status().borrow().clone();
         let exit = s.last_exit.unwrap();
         assert_eq!(
