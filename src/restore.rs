@@ -134,6 +134,36 @@ pub async fn replica_position(
     private_parent: &Path,
     db: &Path,
 ) -> Result<Option<u64>> {
+    let files = replica_files(bin, config, mode, private_parent, db).await?;
+    Ok(files.iter().map(|f| f.max_txid).max())
+}
+
+/// One LTX file of a replica, as `litestream ltx` lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LtxFile {
+    /// Its compaction level (9: a snapshot).
+    pub level: u32,
+    /// The first transaction it holds.
+    pub min_txid: u64,
+    /// The last transaction it holds.
+    pub max_txid: u64,
+}
+
+/// Whether a replica holding `files` can be restored from: something must start at the first
+/// transaction (a snapshot does). A replica whose objects vanished and that litestream went on
+/// writing to holds only later files ("no matching backup files" at restore).
+pub fn restorable(files: &[LtxFile]) -> bool {
+    files.is_empty() || files.iter().any(|f| f.min_txid <= 1)
+}
+
+/// Every LTX file the replica of `db` holds (`litestream ltx -level all`).
+pub async fn replica_files(
+    bin: &LitestreamBinary,
+    config: &LitestreamConfig,
+    mode: HandoffMode,
+    private_parent: &Path,
+    db: &Path,
+) -> Result<Vec<LtxFile>> {
     let args: Vec<OsString> = vec!["-level".into(), "all".into(), db.as_os_str().into()];
     let out = oneshot::run(
         bin,
@@ -156,8 +186,15 @@ pub async fn replica_position(
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .skip(1)
-        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(2)?, 16).ok())
-        .max())
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some(LtxFile {
+                level: f.next()?.parse().ok()?,
+                min_txid: u64::from_str_radix(f.next()?, 16).ok()?,
+                max_txid: u64::from_str_radix(f.next()?, 16).ok()?,
+            })
+        })
+        .collect())
 }
 
 /// The file `rip-litestream restore` leaves beside a database it restored (`.NAME-rip-restored`,
@@ -280,4 +317,28 @@ async fn equals_latest_backup(
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replica_is_restorable_from_its_first_transaction() {
+        let f = |level, min_txid, max_txid| LtxFile {
+            level,
+            min_txid,
+            max_txid,
+        };
+        assert!(
+            restorable(&[]),
+            "empty: nothing to restore yet, nothing lost"
+        );
+        assert!(restorable(&[f(9, 1, 40), f(0, 41, 41)]));
+        assert!(restorable(&[f(0, 1, 1), f(0, 2, 2)]));
+        assert!(
+            !restorable(&[f(0, 41, 41), f(1, 41, 45)]),
+            "the start vanished"
+        );
+    }
 }

@@ -114,6 +114,10 @@ pub struct Status {
     pub config_id: Option<i64>,
     /// The last `verify` result, with `run --verify-every`.
     pub last_verify: Option<crate::verify::VerifyReport>,
+    /// Databases whose replica cannot be restored from (nothing in it starts at the first
+    /// transaction: its objects vanished), as last checked.
+    #[serde(default)]
+    pub unrestorable: Vec<String>,
     /// When this snapshot was taken.
     #[serde(with = "rfc3339")]
     pub updated_at: SystemTime,
@@ -132,6 +136,7 @@ impl Default for Status {
             stall_after: Duration::from_secs(10),
             config_id: None,
             last_verify: None,
+            unrestorable: Vec::new(),
             updated_at: SystemTime::now(),
         }
     }
@@ -188,6 +193,23 @@ impl Status {
             reasons.push(format!(
                 "litestream does not hold its WAL read lock on {}: a checkpoint can lose rows from the replica",
                 unlocked.join(", ")
+            ));
+        }
+        if !self.unrestorable.is_empty() {
+            reasons.push(format!(
+                "the replica of {} cannot be restored from (nothing in it starts at the first transaction): run `rip-litestream verify`, and restart replication to a fresh replica path",
+                self.unrestorable.join(", ")
+            ));
+        }
+        if let Some(v) = self
+            .last_verify
+            .as_ref()
+            .filter(|v| v.outcome == crate::verify::Outcome::Failed)
+        {
+            reasons.push(format!(
+                "the last verify of {} failed: {}",
+                v.db.display(),
+                v.reason
             ));
         }
         if reasons.is_empty() {
@@ -261,4 +283,49 @@ pub(crate) mod secs {
 /// Parses litestream's RFC 3339 timestamps (nanosecond precision, `Z`).
 pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready() -> Status {
+        Status {
+            state: State::Ready,
+            ready_since: Some(SystemTime::now()),
+            ..Status::default()
+        }
+    }
+
+    #[test]
+    fn health_names_every_reason() {
+        let now = SystemTime::now();
+        assert_eq!(ready().health(now), Ok(()));
+        let mut s = ready();
+        s.unrestorable = vec!["/a.db".into()];
+        s.databases = vec![DbStatus {
+            path: "/b.db".into(),
+            status: "replicating".into(),
+            last_sync_at: Some(now),
+            txid: Some(3),
+            replicated_txid: Some(3),
+            read_lock: Some(false),
+        }];
+        s.last_verify = Some(crate::verify::VerifyReport {
+            outcome: crate::verify::Outcome::Failed,
+            db: "/c.db".into(),
+            reason: "content differs".into(),
+            restored_txid: None,
+            live_txid: None,
+            lag_txids: None,
+            at: now,
+        });
+        let why = s.health(now).unwrap_err();
+        assert!(
+            why.contains("/a.db") && why.contains("cannot be restored from"),
+            "{why}"
+        );
+        assert!(why.contains("WAL read lock on /b.db"), "{why}");
+        assert!(why.contains("verify of /c.db failed"), "{why}");
+    }
 }

@@ -76,6 +76,10 @@ pub struct Options {
     pub reload: Option<ReloadSource>,
     /// Replicate (the default), or follow a replica (see [`crate::follow`]).
     pub role: Role,
+    /// How often each `path` database's replica is listed to check that it can still be
+    /// restored from (a replica whose objects vanished gets only new files: unrestorable while
+    /// litestream reports syncing); `None` turns the check off.
+    pub replica_check: Option<Duration>,
 }
 
 /// What the supervised litestream does.
@@ -169,6 +173,7 @@ impl Default for Options {
             config_id: None,
             reload: None,
             role: Role::Replicate,
+            replica_check: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -321,6 +321,36 @@ impl Supervisor {
             .await;
     }
 
+    /// Lists the replica of every `path` database and records those that cannot be restored
+    /// from in the status (a listing that fails leaves the previous verdict).
+    fn check_replicas(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (binary, config, status, mode, dir) = (
+            self.binary.clone(),
+            self.config.clone(),
+            self.status.clone(),
+            self.options.handoff,
+            self.runtime.path().to_path_buf(),
+        );
+        async move {
+            let mut unrestorable = Vec::new();
+            for db in config.dbs() {
+                let DbTarget::Path(db) = db else { continue };
+                match crate::restore::replica_files(&binary, &config, mode, &dir, db).await {
+                    Ok(files) if !crate::restore::restorable(&files) => {
+                        tracing::error!(db = %db.display(), "the replica cannot be restored from: nothing in it starts at the first transaction (its objects vanished?)");
+                        unrestorable.push(db.display().to_string());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(db = %db.display(), error = %e, "cannot list the replica");
+                        return;
+                    }
+                }
+            }
+            status.send_modify(|s| s.unrestorable = unrestorable);
+        }
+    }
+
     /// Ends the WAL guard: no litestream is going to run any more.
     fn release_guard(&self) {
         if let Some(g) = &self.guard {
@@ -461,6 +491,16 @@ impl Supervisor {
         });
         let mut poll = tokio::time::interval(POLL_EVERY);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let replica_every = match (&self.options.role, self.options.replica_check) {
+            (Role::Replicate, Some(every)) if !every.is_zero() => every,
+            _ => Duration::from_secs(100 * 365 * 24 * 3600),
+        };
+        let mut replica_check = tokio::time::interval_at(
+            tokio::time::Instant::now() + replica_every.min(Duration::from_secs(10)),
+            replica_every,
+        );
+        replica_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut _replica_task: Option<AbortOnDrop> = None;
         let check_every = self
             .options
             .reload
@@ -489,6 +529,10 @@ impl Supervisor {
                 Some(()) = self.stop_rx.recv() => {
                     initial_sync.take();
                     return Ok(Life::Stopped(self.stop_child(child, true).await));
+                }
+                _ = replica_check.tick() => {
+                    _replica_task = Some(AbortOnDrop(tokio::spawn(self.check_replicas())));
+                    continue;
                 }
                 _ = poll.tick() => {
                     if let Some(c) = &control {

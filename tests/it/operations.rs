@@ -367,3 +367,50 @@ fn restore_with_force_refuses_the_database_a_running_supervisor_replicates() {
         .success();
     assert_eq!(rows(&out), before);
 }
+
+#[test]
+fn a_replica_whose_files_vanished_turns_status_unhealthy() {
+    let env = TestEnv::new();
+    env.init();
+    insert(&env.db(), 0, 50);
+    let mut sup = run_bg(&env, &["--replica-check", "1s"]);
+    wait_ready(&env);
+    synced(&env);
+    wait_for("a healthy status", Duration::from_secs(30), || {
+        env.run(["status"]).code() == 0
+    });
+    insert(&env.db(), 50, 60);
+    synced(&env);
+    // Objects lost: every file holding the first transaction (the snapshot among them) is gone,
+    // the later ones stay. litestream goes on writing new files and reports syncing.
+    let lost: Vec<_> = walk(&env.path("replica"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("0000000000000001-"))
+        })
+        .collect();
+    assert!(!lost.is_empty());
+    for f in &lost {
+        std::fs::remove_file(f).unwrap();
+    }
+    insert(&env.db(), 60, 70);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = env.run(["status", "--json"]);
+        let last = format!("{} {}", r.code(), r.stdout());
+        if r.code() == 1 && r.stdout().contains("cannot be restored from") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never said the replica cannot be restored from: {last}\nreplica: {:?}\n{}",
+            walk(&env.path("replica")),
+            run_stderr(&env)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sup.signal("TERM");
+    sup.wait_code(Duration::from_secs(60));
+}
