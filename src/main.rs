@@ -130,6 +130,10 @@ struct FollowArgs {
     /// Serve GET /healthz and /readyz on this address.
     #[arg(long)]
     health_addr: Option<std::net::SocketAddr>,
+    /// Keep retrying (with backoff) while litestream cannot start, e.g. for a follower started
+    /// before the primary's first backup; by default it gives up (exit 1) after 5 attempts.
+    #[arg(long)]
+    keep_retrying: bool,
     /// A database of the stored config (its replica is followed), or a replica URL
     /// (s3://bucket/path, file:///dir, ...). Default: the config's only database.
     source: Option<String>,
@@ -221,6 +225,10 @@ struct RunArgs {
     /// SIGHUP reloads at once either way).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     reload_check: Duration,
+    /// How often each database's replica is listed to check it can still be restored from (0
+    /// turns the check off).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+    replica_check: Duration,
     /// The application to run once litestream is ready (after `--`).
     #[arg(last = true)]
     app: Vec<std::ffi::OsString>,
@@ -538,6 +546,7 @@ fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         restore_if_missing: args.restore_if_missing,
         allow_fresh_db: args.allow_fresh_db,
         verify_every: args.verify_every,
+        replica_check: Some(args.replica_check).filter(|d| !d.is_zero()),
         config_id: Some(config_id),
         reload: Some(ReloadSource {
             store: ConfigStore::open(db, need(&g.age_key, "key")?)?,
@@ -913,6 +922,7 @@ fn doctor_command(db: &Path) -> Result<u8, Error> {
 }
 
 fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
+    use restinpieces_litestream::follow;
     let options = Options {
         litestream: args.litestream,
         handoff: args.handoff.unwrap_or_default(),
@@ -921,20 +931,28 @@ fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
             max: args.backoff_max,
             ..Backoff::default()
         },
-        // A follower may start before the primary's first backup: keep trying.
+        // Restarts during start-up are needed (a copy litestream cannot resume is restored
+        // anew on the next start); without --keep-retrying, `never_ready` below gives up.
         retry_start: true,
         ..Options::default()
     };
     let output = std::path::absolute(&args.output)
         .map_err(|e| Error::Usage(format!("bad --output: {e}")))?;
+    // Never replace a file a follower did not make (exit 2, nothing changed): before the store
+    // is even opened (the output may be the primary's own database). The constructors check
+    // again, with the source.
+    follow::check_output(&output)?;
     let mut daemon = match args.source.as_deref() {
-        Some(url) if url.contains("://") => {
-            Follower::from_url(url.to_string(), output, args.follow_interval, options)?
-        }
+        Some(url) if url.contains("://") => Follower::from_url(
+            url.to_string(),
+            output.clone(),
+            args.follow_interval,
+            options,
+        )?,
         source => {
             let (config, _) = load_config(g)?;
             let db = pick_db(&config, source.map(Path::new))?;
-            Follower::from_config(config, db, output, args.follow_interval, options)
+            Follower::from_config(config, db, output.clone(), args.follow_interval, options)?
         }
     };
     let runtime = daemon_runtime()?;
@@ -946,9 +964,29 @@ fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
             None => None,
         };
         tokio::spawn(health::notify_systemd(daemon.status()));
+        let marker = tokio::spawn(follow::mark_copies(output, daemon.status()));
+        let stop = daemon.stop_handle();
+        let never_ready = follow::never_ready(daemon.status(), follow::START_ATTEMPTS);
         let path = args.output.clone();
-        let result = supervise_only(&mut daemon, &path, &mut signals).await;
+        let result = tokio::select! {
+            biased;
+            r = supervise_only(&mut daemon, &path, &mut signals) => r,
+            last = never_ready, if !args.keep_retrying => {
+                // No litestream runs in a backoff; one that is starting is stopped at once.
+                stop.request();
+                stop.request();
+                let _ = daemon.wait().await;
+                Err(Error::StartFailed {
+                    exit: format!(
+                        "{last}; gave up after {} attempts: pass --keep-retrying to keep trying, e.g. before the primary's first backup",
+                        follow::START_ATTEMPTS
+                    ),
+                    last_lines: last.last_lines,
+                })
+            }
+        };
         listener.abort();
+        marker.abort();
         if let Some(h) = health {
             h.abort();
         }
