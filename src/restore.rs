@@ -120,9 +120,11 @@ pub async fn replica_has_backup(
     private_parent: &Path,
     db: &Path,
 ) -> Result<bool> {
-    Ok(replica_position(bin, config, mode, private_parent, db)
-        .await?
-        .is_some())
+    Ok(
+        replica_position(bin, config, mode, private_parent, db, LISTING_TIMEOUT)
+            .await?
+            .is_some(),
+    )
 }
 
 /// The newest transaction the replica of `db` holds, at any level (`litestream ltx -level
@@ -133,8 +135,9 @@ pub async fn replica_position(
     mode: HandoffMode,
     private_parent: &Path,
     db: &Path,
+    timeout: Duration,
 ) -> Result<Option<u64>> {
-    let files = replica_files(bin, config, mode, private_parent, db).await?;
+    let files = replica_files(bin, config, mode, private_parent, db, timeout).await?;
     Ok(files.iter().map(|f| f.max_txid).max())
 }
 
@@ -156,13 +159,17 @@ pub fn restorable(files: &[LtxFile]) -> bool {
     files.is_empty() || files.iter().any(|f| f.min_txid <= 1)
 }
 
-/// Every LTX file the replica of `db` holds (`litestream ltx -level all`).
+/// How long listing a replica may take by default.
+pub const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every LTX file the replica of `db` holds (`litestream ltx -level all`), within `timeout`.
 pub async fn replica_files(
     bin: &LitestreamBinary,
     config: &LitestreamConfig,
     mode: HandoffMode,
     private_parent: &Path,
     db: &Path,
+    timeout: Duration,
 ) -> Result<Vec<LtxFile>> {
     let args: Vec<OsString> = vec!["-level".into(), "all".into(), db.as_os_str().into()];
     let out = oneshot::run(
@@ -172,7 +179,7 @@ pub async fn replica_files(
         mode,
         private_parent,
         &args,
-        Duration::from_secs(10),
+        timeout,
     )
     .await?;
     if !out.status.success() {

@@ -335,7 +335,16 @@ impl Supervisor {
             let mut unrestorable = Vec::new();
             for db in config.dbs() {
                 let DbTarget::Path(db) = db else { continue };
-                match crate::restore::replica_files(&binary, &config, mode, &dir, db).await {
+                match crate::restore::replica_files(
+                    &binary,
+                    &config,
+                    mode,
+                    &dir,
+                    db,
+                    crate::restore::LISTING_TIMEOUT,
+                )
+                .await
+                {
                     Ok(files) if !crate::restore::restorable(&files) => {
                         tracing::error!(db = %db.display(), "the replica cannot be restored from: nothing in it starts at the first transaction (its objects vanished?)");
                         unrestorable.push(db.display().to_string());
@@ -724,18 +733,23 @@ impl Supervisor {
         }
     }
 
-    /// The stop sequence: sync through the socket (when ready), exactly one SIGTERM, `grace`
-    /// from then on to exit, SIGKILL; always reaps. Further stop requests escalate.
+    /// The stop sequence, all within one budget, `grace`: sync through the socket (when ready;
+    /// at most `shutdown-sync-timeout` and half the grace), exactly one SIGTERM, the rest of the
+    /// grace for litestream's own final sync and exit, then SIGKILL; always reaps. Further stop
+    /// requests escalate. With a replica that cannot be reached the socket sync and litestream's
+    /// own shutdown sync would each wait their full timeout: the one budget keeps the stop
+    /// within what systemd, Kubernetes and Docker are told.
     async fn stop_child(&mut self, mut child: LitestreamChild, ready: bool) -> Result<()> {
         // Before anything ends litestream's read transaction (the sync with `wait`, SIGTERM).
         self.engage_guard().await;
         self.set(|s| s.state = State::Stopping);
         let grace = self.grace();
+        let deadline = tokio::time::Instant::now() + grace;
         let mut synced = None;
         let mut escalations = 0;
         if ready {
             if let Some(control) = self.control() {
-                let budget = self.config.shutdown_sync_timeout().min(grace);
+                let budget = self.config.shutdown_sync_timeout().min(grace / 2);
                 tokio::select! {
                     r = sync_all(&control, budget) => synced = Some(r),
                     Some(()) = self.stop_rx.recv() => {
@@ -747,17 +761,18 @@ impl Supervisor {
         }
         tracing::info!(
             pid = child.pid,
-            grace_s = grace.as_secs_f64(),
+            left_s = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs_f64(),
             "stopping litestream (SIGTERM)"
         );
         child.signal(Signal::SIGTERM);
-        let deadline = tokio::time::Instant::now() + grace;
         let mut killed = false;
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
                 _ = tokio::time::sleep_until(deadline), if !killed => {
-                    tracing::error!(pid = child.pid, "litestream did not exit within the grace period: SIGKILL");
+                    tracing::error!(pid = child.pid, grace_s = grace.as_secs_f64(), "litestream did not finish its stop within the grace period: SIGKILL");
                     child.signal(Signal::SIGKILL);
                     killed = true;
                 }
@@ -796,7 +811,7 @@ impl Supervisor {
             )));
         }
         match synced {
-            Some(synced) => self.confirm_replicated(synced).await,
+            Some(synced) => self.confirm_replicated(synced, deadline).await,
             None => Ok(()),
         }
     }
@@ -808,6 +823,7 @@ impl Supervisor {
     async fn confirm_replicated(
         &self,
         synced: std::result::Result<Vec<DbSync>, String>,
+        deadline: tokio::time::Instant,
     ) -> Result<()> {
         let paths: Vec<PathBuf> = self
             .config
@@ -842,12 +858,17 @@ impl Supervisor {
                 None if db.exists() => 1,
                 None => continue,
             };
+            // Within what is left of the stop's budget (at least a second to look).
+            let left = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_secs(1));
             let replica = crate::restore::replica_position(
                 &self.binary,
                 &self.config,
                 self.options.handoff,
                 self.runtime.path(),
                 db,
+                left,
             )
             .await;
             match replica {

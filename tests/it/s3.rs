@@ -488,3 +488,29 @@ fn a_stop_whose_final_sync_never_reached_a_missing_bucket_exits_1_and_says_so() 
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stop_with_an_unreachable_replica_fits_in_the_grace_and_exits_1() {
+    let env = TestEnv::new();
+    let s3 = S3Server::start(&env);
+    let c = creds();
+    insert(&env.db(), 0, 10);
+    save_config(&env, &s3_yaml(&env, &s3, &c));
+    let mut sup = start(&env, &["--grace", "4s"], &[]);
+    // The replica stops answering; a write gives litestream something it cannot upload.
+    s3.signal(nix::sys::signal::Signal::SIGSTOP);
+    insert(&env.db(), 10, 20);
+    let asked = std::time::Instant::now();
+    sup.0.signal("TERM");
+    let code = sup.0.wait_code(Duration::from_secs(60));
+    let took = asked.elapsed();
+    s3.signal(nix::sys::signal::Signal::SIGCONT);
+    // One budget for the whole stop (socket sync, SIGTERM, litestream's shutdown sync): 4 s,
+    // and a little for the reap and the exit.
+    assert!(
+        took < Duration::from_secs(8),
+        "the stop took {took:?}:\n{}",
+        run_stderr(&env)
+    );
+    assert_eq!(code, Some(1), "{}", run_stderr(&env));
+}

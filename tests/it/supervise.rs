@@ -599,7 +599,9 @@ while True:
         // Nothing confirmed the replica (the fake never syncs, its replica lists nothing): the
         // stop says so instead of claiming success.
         let stopped = daemon.stop(LONG).await;
-        let why = stopped.expect_err("an unconfirmed final sync is an error").to_string();
+        let why = stopped
+            .expect_err("an unconfirmed final sync is an error")
+            .to_string();
         assert!(why.contains("did not reach the replica"), "{why}");
         let s = daemon.status().borrow().clone();
         let exit = s.last_exit.unwrap();
