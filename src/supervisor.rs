@@ -372,6 +372,7 @@ impl Litestream {
             guard: (!following).then(crate::wal_guard::WalGuard::default),
             lock_misses: Default::default(),
             lock_warned: Default::default(),
+            stop_requested: false,
         };
         let mut status = self.status();
         let task = tokio::spawn(supervisor.run());

@@ -53,6 +53,9 @@ pub(super) struct Supervisor {
     pub lock_misses: std::collections::HashSet<String>,
     /// Databases whose lost read lock was logged already.
     pub lock_warned: std::collections::HashSet<String>,
+    /// A stop was requested: whatever litestream is doing, nothing is started again except to
+    /// sync once.
+    pub stop_requested: bool,
 }
 
 /// How one litestream's life ended.
@@ -70,6 +73,15 @@ struct Prepared {
     config: LitestreamConfig,
     id: i64,
     new_locks: Vec<(PathBuf, InstanceLock)>,
+}
+
+/// Why litestream is being stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StopFor {
+    /// For good: a further request escalates.
+    Good,
+    /// To start it again with a new config: a request meanwhile is the first stop.
+    Reload,
 }
 
 /// What to do once litestream is ready.
@@ -136,6 +148,11 @@ impl Supervisor {
                     // The guard came a few milliseconds after litestream's death: look whether
                     // the WAL was restarted in that gap.
                     self.snapshot_where_wal_restarted().await;
+                    if self.stop_requested {
+                        // A stop was waiting for this litestream to be ready: never lost.
+                        self.set(|s| s.last_exit = Some(info));
+                        return self.stop_while_down().await;
+                    }
                     (info, was_ready)
                 }
                 Err(e) if !ever_ready && !self.options.retry_start => return self.fail(e),
@@ -226,28 +243,35 @@ impl Supervisor {
                             break;
                         }
                     }
-                    Some(()) = self.stop_rx.recv() => {
-                    if matches!(self.options.role, Role::Follow { .. }) {
-                        // A follower has nothing of its own to sync.
-                        return self.stopped(Ok(()));
-                    }
-                    tracing::info!("stop requested while litestream was restarting: one more start, only to sync");
-                    let result = match self.live(Purpose::FinalSync).await {
-                        Ok(Life::Stopped(r)) => r,
-                        Ok(Life::Reloaded) => unreachable!("a final-sync run stops as soon as it is ready"),
-                        Ok(Life::Exited { info, .. }) => Err(Error::FinalSync(format!(
-                            "litestream was restarting and could not sync before stopping ({info}); writes since its last sync may be missing from the replica"
-                        ))),
-                        Err(e) => Err(Error::FinalSync(format!(
-                            "litestream was restarting and could not be started to sync: {e}"
-                        ))),
-                    };
-                    return self.stopped(result);
-                    }
+                    Some(()) = self.stop_rx.recv() => return self.stop_while_down().await,
                 }
             }
             self.set(|s| s.restarts += 1);
         }
+    }
+
+    /// A stop while no litestream runs (backoff, or litestream died while a stop waited for it
+    /// to be ready): one more start, only to sync; a follower just stops.
+    async fn stop_while_down(&mut self) -> Result<()> {
+        self.stop_requested = true;
+        if matches!(self.options.role, Role::Follow { .. }) {
+            // A follower has nothing of its own to sync.
+            return self.stopped(Ok(()));
+        }
+        tracing::info!(
+            "stop requested while litestream was not running: one more start, only to sync"
+        );
+        let result = match self.live(Purpose::FinalSync).await {
+            Ok(Life::Stopped(r)) => r,
+            Ok(Life::Reloaded) => unreachable!("a final-sync run stops as soon as it is ready"),
+            Ok(Life::Exited { info, .. }) => Err(Error::FinalSync(format!(
+                "litestream was restarting and could not sync before stopping ({info}); writes since its last sync may be missing from the replica"
+            ))),
+            Err(e) => Err(Error::FinalSync(format!(
+                "litestream was restarting and could not be started to sync: {e}"
+            ))),
+        };
+        self.stopped(result)
     }
 
     fn stopped(&self, result: Result<()>) -> Result<()> {
@@ -414,7 +438,10 @@ impl Supervisor {
         let control = self.control();
         let ready_by = child.started + self.options.startup_window;
         let give_up_at = child.started + self.options.ready_timeout;
-        let mut stop_deadline: Option<Instant> = None;
+        // A stop requested before this litestream started (its life is the final sync): a
+        // further request escalates at once.
+        let mut stop_deadline: Option<Instant> =
+            self.stop_requested.then(|| Instant::now() + self.grace());
         // litestream is usually ready within 30-40 ms: look often at first, then every 10 ms.
         let mut interval = Duration::from_millis(1);
         loop {
@@ -444,9 +471,10 @@ impl Supervisor {
                 Some(()) = self.stop_rx.recv() => {
                     if stop_deadline.is_some() {
                         handoff.remove();
-                        return Ok(Life::Stopped(self.stop_child(child, false).await));
+                        return Ok(Life::Stopped(self.stop_child(child, false, StopFor::Good).await));
                     }
                     tracing::info!(pid = child.pid, "stop requested while litestream starts: waiting until it is ready, to sync");
+                    self.stop_requested = true;
                     stop_deadline = Some(Instant::now() + self.grace());
                 }
                 ready = probe => {
@@ -455,7 +483,7 @@ impl Supervisor {
                     }
                     if stop_deadline.is_some_and(|d| Instant::now() >= d) {
                         handoff.remove();
-                        return Ok(Life::Stopped(self.stop_child(child, false).await));
+                        return Ok(Life::Stopped(self.stop_child(child, false, StopFor::Good).await));
                     }
                     if Instant::now() >= give_up_at {
                         tracing::error!(pid = child.pid, timeout_s = self.options.ready_timeout.as_secs(), "litestream did not become ready: stopping it");
@@ -480,7 +508,9 @@ impl Supervisor {
             s.databases.clear();
         });
         if purpose == Purpose::FinalSync || stop_deadline.is_some() {
-            return Ok(Life::Stopped(self.stop_child(child, true).await));
+            return Ok(Life::Stopped(
+                self.stop_child(child, true, StopFor::Good).await,
+            ));
         }
 
         // Sync once right away, without waiting for the replica (a sync that waits ends
@@ -537,7 +567,7 @@ impl Supervisor {
                 }
                 Some(()) = self.stop_rx.recv() => {
                     initial_sync.take();
-                    return Ok(Life::Stopped(self.stop_child(child, true).await));
+                    return Ok(Life::Stopped(self.stop_child(child, true, StopFor::Good).await));
                 }
                 _ = replica_check.tick() => {
                     _replica_task = Some(AbortOnDrop(tokio::spawn(self.check_replicas())));
@@ -561,7 +591,17 @@ impl Supervisor {
                 Ok(prepared) => {
                     initial_sync.take();
                     tracing::info!(pid = child.pid, id = prepared.id, "new config: stopping litestream with its final sync, then starting it with the new config");
-                    if let Err(e) = self.stop_child(child, true).await {
+                    let stopped = self.stop_child(child, true, StopFor::Reload).await;
+                    if self.stop_requested {
+                        // A stop came during the reload: it wins; the new config is not used.
+                        if let Some(r) = reply {
+                            let _ = r.send(ReloadOutcome::Rejected {
+                                reason: "a stop was requested during the reload".into(),
+                            });
+                        }
+                        return Ok(Life::Stopped(stopped));
+                    }
+                    if let Err(e) = stopped {
                         tracing::error!(error = %e, "the final sync before the reload failed");
                     }
                     let outcome = self.apply(prepared);
@@ -739,7 +779,12 @@ impl Supervisor {
     /// requests escalate. With a replica that cannot be reached the socket sync and litestream's
     /// own shutdown sync would each wait their full timeout: the one budget keeps the stop
     /// within what systemd, Kubernetes and Docker are told.
-    async fn stop_child(&mut self, mut child: LitestreamChild, ready: bool) -> Result<()> {
+    async fn stop_child(
+        &mut self,
+        mut child: LitestreamChild,
+        ready: bool,
+        why: StopFor,
+    ) -> Result<()> {
         // Before anything ends litestream's read transaction (the sync with `wait`, SIGTERM).
         self.engage_guard().await;
         self.set(|s| s.state = State::Stopping);
@@ -750,11 +795,22 @@ impl Supervisor {
         if ready {
             if let Some(control) = self.control() {
                 let budget = self.config.shutdown_sync_timeout().min(grace / 2);
-                tokio::select! {
-                    r = sync_all(&control, budget) => synced = Some(r),
-                    Some(()) = self.stop_rx.recv() => {
-                        tracing::warn!("second stop request: skipping the sync before stopping");
-                        escalations = 1;
+                let sync = sync_all(&control, budget);
+                tokio::pin!(sync);
+                loop {
+                    tokio::select! {
+                        r = &mut sync => {
+                            synced = Some(r);
+                            break;
+                        }
+                        Some(()) = self.stop_rx.recv() => {
+                            if self.stop_during_reload(why) {
+                                continue;
+                            }
+                            tracing::warn!("second stop request: skipping the sync before stopping");
+                            escalations = 1;
+                            break;
+                        }
                     }
                 }
             }
@@ -777,6 +833,9 @@ impl Supervisor {
                     killed = true;
                 }
                 Some(()) = self.stop_rx.recv() => {
+                    if self.stop_during_reload(why) {
+                        continue;
+                    }
                     escalations += 1;
                     if escalations == 1 {
                         tracing::warn!(pid = child.pid, "second stop request: SIGTERM again (litestream skips its final-sync retries)");
@@ -814,6 +873,18 @@ impl Supervisor {
             Some(synced) => self.confirm_replicated(synced, deadline).await,
             None => Ok(()),
         }
+    }
+
+    /// A stop request while litestream is stopped for a reload: the first one is a stop, not an
+    /// escalation (litestream must get one SIGTERM and its final-sync retries), remembered so
+    /// that nothing is started again. True when it was taken so.
+    fn stop_during_reload(&mut self, why: StopFor) -> bool {
+        if why == StopFor::Reload && !self.stop_requested {
+            tracing::info!("stop requested during a reload: litestream stops with its final sync and is not started again");
+            self.stop_requested = true;
+            return true;
+        }
+        false
     }
 
     /// After a stop: every database the sync before stopping did not confirm is looked up in

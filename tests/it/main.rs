@@ -13,5 +13,6 @@ mod reliability;
 mod reload;
 mod replication;
 mod s3;
+mod signals;
 mod supervise;
 mod support;
