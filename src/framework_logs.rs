@@ -6,6 +6,12 @@
 //! writer thread that commits them in batches (100 records or 5 s, one `BEGIN IMMEDIATE`
 //! transaction each); when the queue is full records are dropped and counted, and the count is
 //! logged. Dropping the [`LogDbGuard`] drains the queue.
+//!
+//! stderr never blocks the code that logs either ([`queued_stderr`]): when nobody reads it (a
+//! stalled terminal, a full pipe), a tracing event on an async worker would otherwise wait on
+//! the process-wide stderr lock, and two such events stop the runtime that drains litestream's
+//! pipes. Lines go through a bounded queue to a thread of their own; when it is full they are
+//! dropped and counted.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,9 +100,107 @@ impl Visit for Fields {
     }
 }
 
+/// A `MakeWriter` for stderr that never blocks: each event's bytes are queued for a writer
+/// thread (see the module doc).
+#[derive(Clone)]
+pub struct QueuedStderr {
+    tx: SyncSender<Vec<u8>>,
+    queued: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// One event's bytes, queued when dropped.
+pub struct QueuedLine {
+    buf: Vec<u8>,
+    to: QueuedStderr,
+}
+
+impl Write for QueuedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        match self.to.tx.try_send(std::mem::take(&mut self.buf)) {
+            Ok(()) => {
+                self.to.queued.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(_) => {
+                self.to.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedStderr {
+    type Writer = QueuedLine;
+    fn make_writer(&'a self) -> QueuedLine {
+        QueuedLine {
+            buf: Vec::new(),
+            to: self.clone(),
+        }
+    }
+}
+
+impl QueuedStderr {
+    /// Waits (at most `timeout`) until every line queued so far is written: before the process
+    /// prints its last words or exits.
+    pub fn flush(&self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while self.written.load(Ordering::SeqCst) < self.queued.load(Ordering::SeqCst)
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// stderr behind a queue of `capacity` lines and a writer thread; see [`QueuedStderr`].
+pub fn queued_stderr(capacity: usize) -> QueuedStderr {
+    let (tx, rx) = sync_channel::<Vec<u8>>(capacity);
+    let q = QueuedStderr {
+        tx,
+        queued: Arc::new(AtomicU64::new(0)),
+        written: Arc::new(AtomicU64::new(0)),
+        dropped: Arc::new(AtomicU64::new(0)),
+    };
+    let (written, dropped) = (q.written.clone(), q.dropped.clone());
+    let _ = std::thread::Builder::new()
+        .name("stderr".into())
+        .spawn(move || {
+            let mut reported = 0;
+            while let Ok(line) = rx.recv() {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(&line);
+                let lost = dropped.load(Ordering::Relaxed);
+                if lost > reported {
+                    let _ = writeln!(
+                        err,
+                        "rip-litestream: {} log line(s) dropped: stderr is not being read fast enough",
+                        lost - reported
+                    );
+                    reported = lost;
+                }
+                drop(err);
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    q
+}
+
 /// Writes each event to stderr as one JSON object: `time`, `level`, `target`, `message`,
 /// `fields`.
-pub struct JsonStderrLayer;
+pub struct JsonStderrLayer(pub QueuedStderr);
 
 impl<S: Subscriber> Layer<S> for JsonStderrLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
@@ -111,7 +215,8 @@ impl<S: Subscriber> Layer<S> for JsonStderrLayer {
         });
         let mut out = line.to_string();
         out.push('\n');
-        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        use tracing_subscriber::fmt::MakeWriter;
+        let _ = self.0.make_writer().write_all(out.as_bytes());
     }
 }
 

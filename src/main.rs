@@ -276,7 +276,8 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let guard = match install_subscriber(&cli.global) {
+    let stderr = framework_logs::queued_stderr(1024);
+    let guard = match install_subscriber(&cli.global, stderr.clone()) {
         Ok(g) => g,
         Err(e) => {
             report(&e);
@@ -287,25 +288,30 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = %e, "command failed");
+            stderr.flush(Duration::from_secs(2)); // our logs before our last words
             report(&e);
             e.exit_code() as u8
         }
     };
     drop(guard); // drains the log database queue
+    stderr.flush(Duration::from_secs(2));
     ExitCode::from(code)
 }
 
 /// stderr in text or JSON lines, filtered by RUST_LOG or --log-level; plus the SQLite sink.
-fn install_subscriber(g: &Global) -> Result<Option<framework_logs::LogDbGuard>, Error> {
+fn install_subscriber(
+    g: &Global,
+    stderr: framework_logs::QueuedStderr,
+) -> Result<Option<framework_logs::LogDbGuard>, Error> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&g.log_level));
     let stderr = if g.log_format == "json" {
-        framework_logs::JsonStderrLayer.boxed()
+        framework_logs::JsonStderrLayer(stderr).boxed()
     } else {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_ansi(false)
             .boxed()
     };
