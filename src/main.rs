@@ -917,6 +917,8 @@ fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, E
 }
 
 fn doctor_command(db: &Path) -> Result<u8, Error> {
+    // The path as litestream would read it from a config (`~`, relative, `sqlite://`).
+    let db = &runtime::litestream_path(&db.to_string_lossy());
     let checks = doctor::examine(db)?;
     let mut must_change = false;
     for c in &checks {

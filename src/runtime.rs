@@ -90,8 +90,65 @@ impl RuntimeDir {
     }
 }
 
+/// A path as litestream 0.5.17 resolves one from its config (its `expand`): a `sqlite://` or
+/// `sqlite3://` prefix dropped, `~` and `~/...` under the user's home directory (from the
+/// password database, as Go's `user.Current`, else `$HOME`), anything else made absolute against
+/// the working directory and cleaned lexically (`filepath.Abs`). Every command resolves the
+/// config's paths this way, so `path: ~/x.db` means one file to all of them.
+pub fn litestream_path(text: &str) -> PathBuf {
+    let text = ["sqlite3://", "sqlite://"]
+        .iter()
+        .find_map(|p| text.strip_prefix(p))
+        .unwrap_or(text);
+    let home = || {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| !d.as_os_str().is_empty())
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+    };
+    let raw = if text == "~" {
+        home().unwrap_or_else(|| PathBuf::from(text))
+    } else if let Some(rest) = text.strip_prefix("~/") {
+        match home() {
+            Some(h) => h.join(rest),
+            None => PathBuf::from(text),
+        }
+    } else {
+        PathBuf::from(text)
+    };
+    clean(&std::path::absolute(&raw).unwrap_or(raw))
+}
+
+/// Lexical cleaning as Go's `filepath.Clean`: no `.` parts, `..` taken back, no double slashes.
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
 /// The absolute form of `db` (canonical when it exists), so every spelling maps to one directory.
+/// `~` is expanded as litestream does ([`litestream_path`]).
 pub fn absolute(db: &Path) -> Result<PathBuf> {
+    let db = &match db.to_str() {
+        Some(t) if t == "~" || t.starts_with("~/") => litestream_path(t),
+        _ => db.to_path_buf(),
+    };
     if let Ok(c) = fs::canonicalize(db) {
         return Ok(c);
     }
@@ -167,4 +224,35 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x100000001b3);
     }
     h
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_as_litestream_resolves_them() {
+        let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .unwrap()
+            .unwrap()
+            .dir;
+        assert_eq!(litestream_path("~/x.db"), home.join("x.db"));
+        assert_eq!(litestream_path("~"), home);
+        assert_eq!(
+            litestream_path("/a/b/../c//./x.db"),
+            PathBuf::from("/a/c/x.db")
+        );
+        assert_eq!(
+            litestream_path("sqlite:///data/x.db"),
+            PathBuf::from("/data/x.db")
+        );
+        assert_eq!(
+            litestream_path("sqlite3:///data/x.db"),
+            PathBuf::from("/data/x.db")
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(litestream_path("rel/x.db"), cwd.join("rel/x.db"));
+        // Only a leading `~/` is the home directory.
+        assert_eq!(litestream_path("/a/~/x.db"), PathBuf::from("/a/~/x.db"));
+    }
 }

@@ -398,17 +398,19 @@ impl Checker {
             (Some(_), Some(_)) => self.error(at, "has both `path` and `dir`: keep one (`path` for a file, `dir` + `pattern` for a directory)"),
             (None, None) => self.error(&join(at, "path"), "is missing: set `path` to the database file (or `dir` and `pattern` for a directory)"),
             (Some(p), None) => {
-                self.report.facts.dbs.push(DbTarget::Path(PathBuf::from(p)));
+                // Paths as litestream resolves them (`~`, relative paths, `sqlite://`).
+                let p = crate::runtime::litestream_path(p);
+                self.report.facts.dbs.push(DbTarget::Path(p.clone()));
                 if let Some(meta) = db.get("meta-path").and_then(Value::as_str) {
                     self.report
                         .facts
                         .meta_paths
-                        .push((PathBuf::from(p), PathBuf::from(meta)));
+                        .push((p, crate::runtime::litestream_path(meta)));
                 }
             }
             (None, Some(d)) => match db.get("pattern").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 Some(pattern) => self.report.facts.dbs.push(DbTarget::Dir {
-                    dir: PathBuf::from(d),
+                    dir: crate::runtime::litestream_path(d),
                     pattern: pattern.into(),
                 }),
                 None => self.error(&join(at, "pattern"), "is missing: `dir` needs a file pattern such as \"*.db\""),

@@ -372,3 +372,79 @@ fn a_database_restored_by_hand_or_by_restore_is_accepted_and_replicated_on() {
         .success();
     assert!(!env.path(".app.db-rip-restored").exists());
 }
+
+#[test]
+fn a_home_relative_path_is_restored_where_litestream_replicates_it() {
+    let env = TestEnv::new();
+    // A directory of this test's own under the home directory, removed at the end.
+    let home = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap()
+        .dir;
+    let name = format!(".rip-it-{}", std::process::id());
+    struct Gone(std::path::PathBuf);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = Gone(home.join(&name));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let db = dir.0.join("app.db");
+    insert(&db, 0, 25);
+    env.run(["keygen"]).success();
+    let store = env.path("config.db");
+    let file = env.path("c.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "dbs:\n  - path: ~/{name}/app.db\n    replica:\n      type: file\n      path: {}\n",
+            env.path("replica").display()
+        ),
+    )
+    .unwrap();
+    let db_arg = ["--db", store.to_str().unwrap()];
+    env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["config", "save", file.to_str().unwrap()]),
+    )
+    .success();
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let _ = std::fs::remove_dir_all(dir.0.join(".app.db-litestream"));
+    env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["run", "--restore-if-missing", "--", "true"]),
+    )
+    .success();
+    assert_eq!(
+        rows(&db).len(),
+        25,
+        "restored where litestream replicates it"
+    );
+    assert!(!env.path("~").exists(), "nothing under a literal ./~");
+    // The other commands find it by the same spelling.
+    env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["doctor", &format!("~/{name}/app.db")]),
+    )
+    .success();
+    let out = env.path("copy.db");
+    env.run(db_arg.iter().copied().chain([
+        "restore",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("~/{name}/app.db"),
+    ]))
+    .success();
+    assert_eq!(rows(&out).len(), 25);
+}
