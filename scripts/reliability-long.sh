@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 "$root/scripts/install-deps.sh"
-RIP_LONG_TESTS=1 cargo test --locked --test it -- reliability no_row_lost --test-threads 1
+RIP_LONG_TESTS=1 cargo test --locked --test it -- reliability no_row_lost --include-ignored --test-threads 1
 cargo build --release --locked
 python3 "$root/scripts/compare-restarts.py" "${TRIALS:-10}"
 "$root/scripts/fuzz.sh" "${FUZZ_SECONDS:-60}"
