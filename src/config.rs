@@ -152,6 +152,48 @@ impl LitestreamConfig {
         }
     }
 
+    /// A config naming only `file`, one database of the `dir` entry `dir`, with that entry's
+    /// replica moved to where litestream replicates the file (its path or URL joined with the
+    /// file's name): for one-off litestream commands, which do not know the files of a `dir:`
+    /// entry. Only ever given to `ltx` and `restore`, never to `replicate` (which reads the
+    /// user's own bytes).
+    pub fn for_dir_file(&self, dir: &std::path::Path, file: &std::path::Path) -> Option<Self> {
+        use serde_yaml::Value;
+        let rel = file.strip_prefix(dir).ok()?.to_str()?.to_string();
+        let mut root: Value = serde_yaml::from_str(&self.yaml).ok()?;
+        let entry = root
+            .get("dbs")?
+            .as_sequence()?
+            .iter()
+            .find(|d| {
+                d.get("dir")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| crate::runtime::litestream_path(d) == dir)
+            })?
+            .clone();
+        let mut replica = match (entry.get("replica"), entry.get("replicas")) {
+            (Some(r), _) => r.clone(),
+            (None, Some(Value::Sequence(rs))) => rs.first()?.clone(),
+            _ => return None,
+        };
+        let join = |base: &str| format!("{}/{rel}", base.trim_end_matches('/'));
+        let map = replica.as_mapping_mut()?;
+        if let Some(url) = map.get("url").and_then(Value::as_str).map(join) {
+            map.insert("url".into(), url.into());
+        } else {
+            let base = map.get("path").and_then(Value::as_str).unwrap_or("");
+            map.insert("path".into(), join(base).into());
+        }
+        let mut db = serde_yaml::Mapping::new();
+        db.insert("path".into(), file.to_string_lossy().into_owned().into());
+        db.insert("replica".into(), replica);
+        let top = root.as_mapping_mut()?;
+        top.remove("socket");
+        top.insert("dbs".into(), Value::Sequence(vec![Value::Mapping(db)]));
+        let yaml = serde_yaml::to_string(&root).ok()?;
+        LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).ok()
+    }
+
     /// A redactor for this config's credentials.
     pub fn redactor(&self) -> crate::redact::Redactor {
         crate::redact::Redactor::from_yaml(&self.yaml)
@@ -206,4 +248,33 @@ pub(crate) fn yaml_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_dir_file_gets_its_own_place_in_the_replica() {
+        let yaml = "access-key-id: AK\ndbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n    replica:\n      type: s3\n      bucket: b\n      path: backups/\n  - dir: /data/other\n    pattern: \"*.db\"\n    replica:\n      url: s3://b/other\n";
+        let config = LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).unwrap();
+        let one = config
+            .for_dir_file(Path::new("/data/tenants"), Path::new("/data/tenants/a.db"))
+            .unwrap();
+        assert_eq!(one.dbs(), &[DbTarget::Path("/data/tenants/a.db".into())]);
+        assert!(one.yaml().contains("path: backups/a.db"), "{}", one.yaml());
+        assert!(one.yaml().contains("access-key-id: AK"));
+        let other = config
+            .for_dir_file(Path::new("/data/other"), Path::new("/data/other/x.db"))
+            .unwrap();
+        assert!(
+            other.yaml().contains("url: s3://b/other/x.db"),
+            "{}",
+            other.yaml()
+        );
+        assert!(config
+            .for_dir_file(Path::new("/elsewhere"), Path::new("/elsewhere/a.db"))
+            .is_none());
+    }
 }

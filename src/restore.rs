@@ -215,7 +215,9 @@ pub fn restored_marker(db: &Path) -> PathBuf {
     db.with_file_name(format!(".{name}-rip-restored"))
 }
 
-/// Before replication starts, for each `path` database of `config`:
+/// Before replication starts, for each `path` database of `config`, and each file found in a
+/// `dir` (file by file; `restore_missing` does not apply there: which files are missing is not
+/// known):
 /// - missing: restored from its replica when `restore_missing` (no backup yet: a fresh start);
 ///   otherwise refused while its replica holds backups (the application would create an empty
 ///   database and replace the latest backup with it), unless `allow_fresh_db`;
@@ -231,56 +233,92 @@ pub async fn prepare_databases(
     allow_fresh_db: bool,
 ) -> Result<()> {
     for target in config.dbs() {
-        let DbTarget::Path(db) = target else { continue };
-        if !db.exists() && restore_missing {
-            let req = RestoreRequest {
-                db: db.clone(),
-                if_replica_exists: true,
-                ..RestoreRequest::default()
-            };
-            let done = restore(bin, config, mode, private_parent, &req).await?;
-            if done.restored {
-                tracing::info!(db = %db.display(), "restored from the replica");
-            } else {
-                tracing::info!(db = %db.display(), "no backup in the replica yet: fresh start");
+        match target {
+            DbTarget::Path(db) => {
+                guard_one(
+                    bin,
+                    config,
+                    mode,
+                    private_parent,
+                    db,
+                    restore_missing,
+                    allow_fresh_db,
+                )
+                .await?
             }
-            continue;
-        }
-        let marker = restored_marker(db);
-        if config.state_dir(db).exists() {
-            let _ = std::fs::remove_file(&marker);
-            continue;
-        }
-        if allow_fresh_db || (db.exists() && marker.exists()) {
-            continue;
-        }
-        let has_backup = match replica_has_backup(bin, config, mode, private_parent, db).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(db = %db.display(), error = %e, "cannot tell whether the replica already holds backups; replicating anyway");
-                false
+            DbTarget::Dir { dir, pattern } => {
+                // litestream replicates each file of the directory to its own place in the
+                // replica, and its one-off commands do not know the files of a `dir:` entry: each
+                // is asked about through a config naming that file alone.
+                for db in crate::wal_guard::files_in(dir, pattern) {
+                    let Some(one) = config.for_dir_file(dir, &db) else {
+                        continue;
+                    };
+                    guard_one(bin, &one, mode, private_parent, &db, false, allow_fresh_db).await?;
+                }
             }
-        };
-        if !has_backup {
-            continue;
         }
-        if !db.exists() {
-            return Err(Error::Usage(format!(
-                "refusing to start: {db} does not exist but its replica already holds backups, and the application would create an empty database that replaces the latest backup. Restore it first (run --restore-if-missing, or `rip-litestream restore`), or pass --allow-fresh-db to start anew on purpose",
-                db = db.display()
-            )));
-        }
-        if equals_latest_backup(bin, config, mode, private_parent, db).await {
-            tracing::info!(db = %db.display(), "no litestream state beside it, but it equals the replica's latest backup (restored by hand): replicating it");
-            continue;
-        }
-        return Err(Error::Usage(format!(
-            "refusing to replicate {db}: it has no litestream state beside it ({state}) and differs from the latest backup its replica holds, so it is probably a new file that would replace a good backup. Move it away and start with --restore-if-missing (or `rip-litestream restore`), or pass --allow-fresh-db if this file is really the one to keep",
-            db = db.display(),
-            state = config.state_dir(db).display()
-        )));
     }
     Ok(())
+}
+
+/// [`prepare_databases`] for one database file, asking litestream with `config`.
+async fn guard_one(
+    bin: &LitestreamBinary,
+    config: &LitestreamConfig,
+    mode: HandoffMode,
+    private_parent: &Path,
+    db: &Path,
+    restore_missing: bool,
+    allow_fresh_db: bool,
+) -> Result<()> {
+    if !db.exists() && restore_missing {
+        let req = RestoreRequest {
+            db: db.to_path_buf(),
+            if_replica_exists: true,
+            ..RestoreRequest::default()
+        };
+        let done = restore(bin, config, mode, private_parent, &req).await?;
+        if done.restored {
+            tracing::info!(db = %db.display(), "restored from the replica");
+        } else {
+            tracing::info!(db = %db.display(), "no backup in the replica yet: fresh start");
+        }
+        return Ok(());
+    }
+    let marker = restored_marker(db);
+    if config.state_dir(db).exists() {
+        let _ = std::fs::remove_file(&marker);
+        return Ok(());
+    }
+    if allow_fresh_db || (db.exists() && marker.exists()) {
+        return Ok(());
+    }
+    let has_backup = match replica_has_backup(bin, config, mode, private_parent, db).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(db = %db.display(), error = %e, "cannot tell whether the replica already holds backups; replicating anyway");
+            false
+        }
+    };
+    if !has_backup {
+        return Ok(());
+    }
+    if !db.exists() {
+        return Err(Error::Usage(format!(
+            "refusing to start: {db} does not exist but its replica already holds backups, and the application would create an empty database that replaces the latest backup. Restore it first (run --restore-if-missing, or `rip-litestream restore`), or pass --allow-fresh-db to start anew on purpose",
+            db = db.display()
+        )));
+    }
+    if equals_latest_backup(bin, config, mode, private_parent, db).await {
+        tracing::info!(db = %db.display(), "no litestream state beside it, but it equals the replica's latest backup (restored by hand): replicating it");
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "refusing to replicate {db}: it has no litestream state beside it ({state}) and differs from the latest backup its replica holds, so it is probably a new file that would replace a good backup. Move it away and start with --restore-if-missing (or `rip-litestream restore`), or pass --allow-fresh-db if this file is really the one to keep",
+        db = db.display(),
+        state = config.state_dir(db).display()
+    )))
 }
 
 /// True when `db`'s content equals the replica's latest backup (restored into a private

@@ -318,22 +318,30 @@ pub(crate) fn databases_now(config: &LitestreamConfig) -> Vec<PathBuf> {
                     out.push(p.clone());
                 }
             }
-            DbTarget::Dir { dir, pattern } => {
-                let Ok(entries) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                for e in entries.flatten() {
-                    let name = e.file_name();
-                    let Some(name) = name.to_str() else { continue };
-                    if glob_match(pattern, name) && e.path().is_file() {
-                        out.push(e.path());
-                    }
-                }
-            }
+            DbTarget::Dir { dir, pattern } => out.extend(files_in(dir, pattern)),
         }
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The files of `dir` whose name matches `pattern`, sorted.
+pub(crate) fn files_in(dir: &Path, pattern: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|name| glob_match(pattern, name))
+                && e.path().is_file()
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
     out
 }
 

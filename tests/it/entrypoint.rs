@@ -448,3 +448,63 @@ fn a_home_relative_path_is_restored_where_litestream_replicates_it() {
     .success();
     assert_eq!(rows(&out).len(), 25);
 }
+
+#[test]
+fn a_tenant_database_recreated_empty_is_refused_file_by_file() {
+    let env = TestEnv::new();
+    let tenants = env.path("tenants");
+    std::fs::create_dir(&tenants).unwrap();
+    insert(&tenants.join("a.db"), 0, 30);
+    insert(&tenants.join("b.db"), 0, 5);
+    env.run(["keygen"]).success();
+    let store = env.path("config.db");
+    let file = env.path("c.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      type: file\n      path: {}\n",
+            tenants.display(),
+            env.path("replica").display()
+        ),
+    )
+    .unwrap();
+    let db_arg = ["--db", store.to_str().unwrap()];
+    env.run(
+        db_arg
+            .iter()
+            .copied()
+            .chain(["config", "save", file.to_str().unwrap()]),
+    )
+    .success();
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    let tenant = |name: &str| {
+        let out = env.path(&format!("restored-{name}"));
+        let _ = std::fs::remove_file(&out);
+        restore(&env.path("replica").join(name), &out);
+        rows(&out).len()
+    };
+    assert_eq!(tenant("a.db"), 30);
+    // Tenant a's database recreated empty (its litestream state gone with it).
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tenants.join("a.db").display()));
+    }
+    std::fs::remove_dir_all(tenants.join(".a.db-litestream")).unwrap();
+    insert(&tenants.join("a.db"), 1000, 1001);
+    let before = std::fs::read(tenants.join("a.db")).unwrap();
+    let r = env.run(db_arg.iter().copied().chain(["run", "--", "true"]));
+    r.code_is(2)
+        .stderr_has("a.db")
+        .stderr_has("--allow-fresh-db");
+    assert_eq!(std::fs::read(tenants.join("a.db")).unwrap(), before);
+    assert_eq!(tenant("a.db"), 30, "tenant a's backup is intact");
+    // Put back by hand from its replica: accepted, and replicated on.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", tenants.join("a.db").display()));
+    }
+    restore(&env.path("replica").join("a.db"), &tenants.join("a.db"));
+    env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
+        .success();
+    assert_eq!(tenant("a.db"), 30);
+    assert_eq!(tenant("b.db"), 5);
+}
