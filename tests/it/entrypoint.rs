@@ -25,10 +25,15 @@ fn restored(env: &TestEnv) -> Vec<(i64, String)> {
 
 /// A config in its own store (`config.db`), replicating `app.db`: the layout for restore on boot.
 fn separate_store(env: &TestEnv) -> std::path::PathBuf {
+    store_with(env, &config_yaml(env, "", ""))
+}
+
+/// `yaml` saved in its own store (`config.db`), with a new key.
+fn store_with(env: &TestEnv, yaml: &str) -> std::path::PathBuf {
     let store = env.path("config.db");
     env.run(["keygen"]).success();
     let file = env.path("c.yml");
-    std::fs::write(&file, config_yaml(env, "", "")).unwrap();
+    std::fs::write(&file, yaml).unwrap();
     env.run([
         "--db",
         store.to_str().unwrap(),
@@ -392,25 +397,14 @@ fn a_home_relative_path_is_restored_where_litestream_replicates_it() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let db = dir.0.join("app.db");
     insert(&db, 0, 25);
-    env.run(["keygen"]).success();
-    let store = env.path("config.db");
-    let file = env.path("c.yml");
-    std::fs::write(
-        &file,
-        format!(
+    let store = store_with(
+        &env,
+        &format!(
             "dbs:\n  - path: ~/{name}/app.db\n    replica:\n      type: file\n      path: {}\n",
             env.path("replica").display()
         ),
-    )
-    .unwrap();
+    );
     let db_arg = ["--db", store.to_str().unwrap()];
-    env.run(
-        db_arg
-            .iter()
-            .copied()
-            .chain(["config", "save", file.to_str().unwrap()]),
-    )
-    .success();
     env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
         .success();
     for suffix in ["", "-wal", "-shm"] {
@@ -456,26 +450,15 @@ fn a_tenant_database_recreated_empty_is_refused_file_by_file() {
     std::fs::create_dir(&tenants).unwrap();
     insert(&tenants.join("a.db"), 0, 30);
     insert(&tenants.join("b.db"), 0, 5);
-    env.run(["keygen"]).success();
-    let store = env.path("config.db");
-    let file = env.path("c.yml");
-    std::fs::write(
-        &file,
-        format!(
+    let store = store_with(
+        &env,
+        &format!(
             "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      type: file\n      path: {}\n",
             tenants.display(),
             env.path("replica").display()
         ),
-    )
-    .unwrap();
+    );
     let db_arg = ["--db", store.to_str().unwrap()];
-    env.run(
-        db_arg
-            .iter()
-            .copied()
-            .chain(["config", "save", file.to_str().unwrap()]),
-    )
-    .success();
     env.run(db_arg.iter().copied().chain(["run", "--", "true"]))
         .success();
     let tenant = |name: &str| {
