@@ -71,9 +71,39 @@ pub enum Error {
     #[error("invalid litestream config:\n{}", list_problems(.0))]
     InvalidConfig(Vec<Problem>),
 
-    /// A stored row or a requested save has a format other than yml/yaml.
+    /// A requested save has a format other than yml/yaml.
     #[error("format `{format}` is not a litestream config: use `yml` or `yaml`")]
     WrongFormat { format: String },
+
+    /// A stored row (written by another tool) has a format other than yml/yaml.
+    #[error("row id {id} of scope `{scope}` in {db} has format `{format}`{why}: a litestream config has format `yml` or `yaml`; if the row is one, set it with `UPDATE app_config SET format = 'yml' WHERE id = {id}`, else save one with `rip-litestream config save`")]
+    RowFormat {
+        db: PathBuf,
+        scope: String,
+        id: i64,
+        format: String,
+        /// Why the row may have it (e.g. the table's default for rows inserted without one).
+        why: &'static str,
+    },
+
+    /// A stored row's `content` is neither BLOB nor TEXT.
+    #[error("row id {id} of scope `{scope}` in {db} holds {kind} in `content`, not an age file: save the config again with `rip-litestream config save`")]
+    RowContent {
+        db: PathBuf,
+        scope: String,
+        id: i64,
+        kind: &'static str,
+    },
+
+    /// A save would encrypt the newest generation to another key than the one before it.
+    #[error("the newest generation of `{scope}` in {db} (id {id}) is not encrypted to {recipient}, the key in {key}: whoever reads this store with the earlier key (a running supervisor, restinpieces) could not read what you save. Pass the key the store already uses with --age-key, or --new-key to change keys (then every reader of this store needs {key})")]
+    KeyChanged {
+        key: PathBuf,
+        recipient: String,
+        db: PathBuf,
+        scope: String,
+        id: i64,
+    },
 
     /// A command-line argument or combination that makes no sense.
     #[error("{0}")]

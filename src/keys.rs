@@ -76,6 +76,21 @@ impl KeyRing {
         self.identities[0].to_public()
     }
 
+    /// A ring of these identities.
+    pub(crate) fn from_identities(identities: Vec<x25519::Identity>) -> Self {
+        KeyRing { identities }
+    }
+
+    /// The first identity: the one new configs are encrypted to.
+    pub(crate) fn first(&self) -> &x25519::Identity {
+        &self.identities[0]
+    }
+
+    /// Each identity, in file order.
+    pub(crate) fn each(&self) -> &[x25519::Identity] {
+        &self.identities
+    }
+
     /// All identities, for decryption.
     pub fn identities(&self) -> impl Iterator<Item = &dyn age::Identity> {
         self.identities.iter().map(|i| i as &dyn age::Identity)

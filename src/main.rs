@@ -247,6 +247,8 @@ enum ConfigCommand {
         /// Unknown keys are errors, not warnings.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        save: SaveArgs,
     },
     /// Print a generation's decrypted YAML on stdout.
     Show {
@@ -271,7 +273,27 @@ enum ConfigCommand {
         litestream: Option<PathBuf>,
     },
     /// Save generation N again as the newest.
-    Rollback { generation: u32 },
+    Rollback {
+        generation: u32,
+        #[command(flatten)]
+        save: SaveArgs,
+    },
+}
+
+/// What `config save` and `config rollback` check before a generation is written.
+#[derive(Args)]
+struct SaveArgs {
+    /// Save without asking litestream whether it accepts the config (e.g. no binary installed
+    /// here); a running supervisor then keeps its litestream if the new generation is rejected.
+    #[arg(long)]
+    no_check: bool,
+    /// Encrypt to this --age-key although the newest generation is encrypted to another key
+    /// (a key change: every reader of the store then needs this key).
+    #[arg(long)]
+    new_key: bool,
+    /// The litestream binary asked (default: LITESTREAM_BIN, PATH, then .tools/).
+    #[arg(long)]
+    litestream: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -397,6 +419,7 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
             format,
             description,
             strict,
+            save,
         } => {
             let bytes = read_input(&file)?;
             let format =
@@ -406,14 +429,10 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
                 });
             let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
             config.log_warnings();
-            let store = ConfigStore::open_or_create(db, key)?;
+            let store = save.store(ConfigStore::open_or_create(db, key)?);
+            save.litestream_accepts(&bytes)?;
             let id = store.save(&g.scope, &bytes, &format, &description)?;
-            eprintln!(
-                "saved as the newest generation of `{}` in {} (id {id})",
-                g.scope,
-                db.display()
-            );
-            Ok(0)
+            say_saved(&store, &g.scope, id, "saved")
         }
         ConfigCommand::Show { generation } => {
             let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
@@ -425,6 +444,7 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
         }
         ConfigCommand::List { json } => {
             let rows = ConfigStore::open(db, key)?.list(&g.scope)?;
+            let mut out = std::io::stdout().lock();
             if rows.is_empty() {
                 eprintln!(
                     "no config saved for scope `{}` in {}",
@@ -433,17 +453,22 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
                 );
             }
             for r in rows {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string(&r).expect("plain struct serialises")
-                    );
+                let line = if json {
+                    serde_json::to_string(&r).expect("plain struct serialises")
                 } else {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        r.generation, r.id, r.created_at, r.format, r.description
-                    );
-                }
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        r.generation,
+                        r.id,
+                        r.created_at,
+                        r.format,
+                        r.recipient
+                            .as_deref()
+                            .unwrap_or("not decryptable with this key"),
+                        r.description
+                    )
+                };
+                writeln!(out, "{line}").map_err(|e| Error::io("cannot write", "stdout", e))?;
             }
             Ok(0)
         }
@@ -493,16 +518,78 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
                 Ok(2)
             }
         }
-        ConfigCommand::Rollback { generation } => {
-            let store = ConfigStore::open(db, key)?;
+        ConfigCommand::Rollback { generation, save } => {
+            let store = save.store(ConfigStore::open(db, key)?);
+            let stored = store.load(&g.scope, generation)?;
+            LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
+            save.litestream_accepts(&stored.plaintext)?;
             let id = store.rollback(&g.scope, generation)?;
-            eprintln!(
-                "generation {generation} of `{}` saved again as the newest (id {id})",
-                g.scope
-            );
-            Ok(0)
+            say_saved(
+                &store,
+                &g.scope,
+                id,
+                &format!("generation {generation} saved again"),
+            )
         }
     }
+}
+
+impl SaveArgs {
+    fn store(&self, store: ConfigStore) -> ConfigStore {
+        if self.new_key {
+            store.allow_new_key()
+        } else {
+            store
+        }
+    }
+
+    /// Asks the real litestream (`databases -no-expand-env`) whether it accepts `yaml`; its
+    /// refusal is ours (exit 2), so no generation it rejects reaches a running supervisor.
+    fn litestream_accepts(&self, yaml: &[u8]) -> Result<(), Error> {
+        if self.no_check {
+            tracing::warn!("saving without asking litestream (--no-check): a running supervisor keeps its litestream if litestream rejects this generation");
+            return Ok(());
+        }
+        let bin = binary::find(self.litestream.as_deref()).map_err(|e| {
+            Error::Usage(format!(
+                "cannot ask litestream whether it accepts this config ({e}); pass --litestream PATH, or --no-check to save without asking"
+            ))
+        })?;
+        let base = runtime::base_dir();
+        runtime::ensure_private_dir(&base)?;
+        let verdict = block_on(check::ask_litestream(&bin, yaml, &base))?;
+        if verdict.accepted {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "litestream {} rejects this config, so it was not saved:\n  {}\nfix it and save again (or --no-check to save anyway)",
+            bin.version,
+            verdict.output.trim().lines().collect::<Vec<_>>().join("\n  ")
+        )))
+    }
+}
+
+/// Says where the new row landed; warns when rows dated after it still come first.
+fn say_saved(store: &ConfigStore, scope: &str, id: i64, what: &str) -> Result<u8, Error> {
+    let rows = store.list(scope)?;
+    let position = rows.iter().position(|r| r.id == id).unwrap_or(0);
+    let db = store.db_path().display();
+    if position == 0 {
+        eprintln!("{what} as the newest generation of `{scope}` in {db} (id {id})");
+        return Ok(0);
+    }
+    for newer in &rows[..position] {
+        tracing::warn!(
+            id = newer.id,
+            created_at = %newer.created_at,
+            "a row dated after now still comes first: generations are ordered by created_at, so it stays the newest until then; correct its created_at or delete it"
+        );
+    }
+    eprintln!(
+        "{what} as generation {position} of `{scope}` in {db} (id {id}), NOT the newest: {} row(s) dated in the future come first",
+        position
+    );
+    Ok(0)
 }
 
 fn strictness(strict: bool) -> Strictness {

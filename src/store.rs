@@ -69,6 +69,9 @@ pub struct Generation {
     pub created_at: String,
     pub format: String,
     pub description: String,
+    /// The recipient of the key file's identity that opens this generation (only its header is
+    /// read), or `None` when no identity of the key file opens it (or the key is unreadable).
+    pub recipient: Option<String>,
 }
 
 /// The encrypted config store inside an application's SQLite database.
@@ -76,6 +79,7 @@ pub struct Generation {
 pub struct ConfigStore {
     db: PathBuf,
     key: PathBuf,
+    new_key: bool,
 }
 
 impl ConfigStore {
@@ -85,6 +89,7 @@ impl ConfigStore {
         let store = ConfigStore {
             db: db.into(),
             key: key.into(),
+            new_key: false,
         };
         let conn = store.connect_read()?;
         drop(conn);
@@ -100,7 +105,16 @@ impl ConfigStore {
         Ok(ConfigStore {
             db,
             key: key.into(),
+            new_key: false,
         })
+    }
+
+    /// Lets [`ConfigStore::save`] and [`ConfigStore::rollback`] encrypt to a key other than the
+    /// one the newest generation is encrypted to (a key change: every reader of the store then
+    /// needs the new key). Without it they refuse ([`Error::KeyChanged`]).
+    pub fn allow_new_key(mut self) -> Self {
+        self.new_key = true;
+        self
     }
 
     /// The database path.
@@ -114,7 +128,8 @@ impl ConfigStore {
     }
 
     /// Encrypts `plaintext` to the key file's first identity and saves it as the newest
-    /// generation of `scope`. Returns the new row id.
+    /// generation of `scope`. Returns the new row id. Refuses a key change (the newest
+    /// generation encrypted to another recipient) unless [`ConfigStore::allow_new_key`].
     pub fn save(
         &self,
         scope: &str,
@@ -124,6 +139,7 @@ impl ConfigStore {
     ) -> Result<i64> {
         check_format(format)?;
         let keys = KeyRing::read(&self.key)?;
+        self.same_key_as_newest(scope, &keys)?;
         let content = encrypt(&keys, plaintext)?;
         self.insert(scope, &content, format, description)
     }
@@ -134,8 +150,8 @@ impl ConfigStore {
         let conn = self.connect_read()?;
         let row = self.fetch(&conn, scope, generation)?;
         drop(conn);
-        check_format(&row.format)?;
-        let plaintext = self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        let content = self.usable(&row, scope)?;
+        let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
         Ok(StoredConfig {
             id: row.id,
             generation,
@@ -166,27 +182,42 @@ impl ConfigStore {
         if !has_table(&conn, &self.db)? {
             return Ok(Vec::new());
         }
+        let keys = KeyRing::read(&self.key).ok();
         let mut stmt = conn
             .prepare(
-                "SELECT id, created_at, format, COALESCE(description, '') FROM app_config \
+                "SELECT id, created_at, format, COALESCE(description, ''), content FROM app_config \
                  WHERE scope = ? ORDER BY created_at DESC, id DESC",
             )
             .map_err(|e| self.sqlite("cannot read app_config", e))?;
         let rows = stmt
             .query_map([scope], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    content_bytes(r.get_ref(4)?),
+                ))
             })
             .map_err(|e| self.sqlite("cannot read app_config", e))?;
         let mut out = Vec::new();
         for (generation, row) in rows.enumerate() {
-            let (id, created_at, format, description) =
+            let (id, created_at, format, description, content) =
                 row.map_err(|e| self.sqlite("cannot read app_config", e))?;
+            let recipient = match (&keys, content) {
+                (Some(keys), Ok(content)) => match opened_by(&content, keys) {
+                    Opened::By(recipient) => Some(recipient),
+                    Opened::NotByThisKey | Opened::NotAge => None,
+                },
+                _ => None,
+            };
             out.push(Generation {
                 generation: generation as u32,
                 id,
                 created_at,
                 format,
                 description,
+                recipient,
             });
         }
         Ok(out)
@@ -200,8 +231,9 @@ impl ConfigStore {
         let conn = self.connect_read()?;
         let row = self.fetch(&conn, scope, generation)?;
         drop(conn);
-        check_format(&row.format)?;
-        let plaintext = self.decrypt(&keys, scope, generation, row.id, &row.content)?;
+        let content = self.usable(&row, scope)?;
+        let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
+        self.same_key_as_newest(scope, &keys)?;
         let content = encrypt(&keys, &plaintext)?;
         let description = format!("rollback to generation {generation} (id {})", row.id);
         self.insert(scope, &content, &row.format, &description)
@@ -225,6 +257,62 @@ impl ConfigStore {
         )
         .map_err(|e| self.classify(e))?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// Refuses (unless [`ConfigStore::allow_new_key`]) when the newest generation of `scope` is
+    /// encrypted to another key than the key ring's first identity, the one a save encrypts
+    /// to. A newest generation that is not an age file at all does not count: saving a good
+    /// one is its fix.
+    fn same_key_as_newest(&self, scope: &str, keys: &KeyRing) -> Result<()> {
+        if self.new_key || !self.db.exists() {
+            return Ok(());
+        }
+        let conn = self.connect_read()?;
+        let newest = match self.fetch(&conn, scope, 0) {
+            Ok(row) => row,
+            Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Ok(content) = &newest.content else {
+            return Ok(());
+        };
+        let first = KeyRing::from_identities(vec![keys.first().clone()]);
+        match opened_by(content, &first) {
+            Opened::By(_) | Opened::NotAge => Ok(()),
+            Opened::NotByThisKey => Err(Error::KeyChanged {
+                key: self.key.clone(),
+                recipient: keys.recipient().to_string(),
+                db: self.db.clone(),
+                scope: scope.into(),
+                id: newest.id,
+            }),
+        }
+    }
+
+    /// The row's content, once its format says it is a litestream config.
+    fn usable<'r>(&self, row: &'r Row, scope: &str) -> Result<&'r [u8]> {
+        if !matches!(row.format.as_str(), "yml" | "yaml") {
+            return Err(Error::RowFormat {
+                db: self.db.clone(),
+                scope: scope.into(),
+                id: row.id,
+                why: if row.format == "toml" {
+                    " (the table's default, which a row inserted without `format` gets)"
+                } else {
+                    ""
+                },
+                format: row.format.clone(),
+            });
+        }
+        match &row.content {
+            Ok(content) => Ok(content),
+            Err(kind) => Err(Error::RowContent {
+                db: self.db.clone(),
+                scope: scope.into(),
+                id: row.id,
+                kind,
+            }),
+        }
     }
 
     fn not_a_directory(&self) -> Result<()> {
@@ -287,7 +375,7 @@ impl ConfigStore {
                 |r| {
                     Ok(Row {
                         id: r.get(0)?,
-                        content: r.get(1)?,
+                        content: content_bytes(r.get_ref(1)?),
                         format: r.get(2)?,
                         created_at: r.get(3)?,
                     })
@@ -325,7 +413,8 @@ impl ConfigStore {
             id,
             reason,
         };
-        let decryptor = age::Decryptor::new_buffered(content)
+        let content = dearmored(content);
+        let decryptor = age::Decryptor::new_buffered(&content[..])
             .map_err(|_| corrupt("not an age file: its header is unreadable".into()))?;
         let mut reader = decryptor.decrypt(keys.identities()).map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => Error::WrongKey {
@@ -371,9 +460,63 @@ impl ConfigStore {
 
 struct Row {
     id: i64,
-    content: Vec<u8>,
+    /// The bytes of `content`, or the kind of value it holds when that is neither BLOB nor TEXT.
+    content: std::result::Result<Vec<u8>, &'static str>,
     format: String,
     created_at: String,
+}
+
+/// `content` as bytes, whether it was bound as a BLOB (restinpieces, us) or as TEXT (a row
+/// written with plain SQL, or by a driver binding a string).
+fn content_bytes(v: rusqlite::types::ValueRef<'_>) -> std::result::Result<Vec<u8>, &'static str> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b.to_vec()),
+        ValueRef::Null => Err("NULL"),
+        ValueRef::Integer(_) => Err("an integer"),
+        ValueRef::Real(_) => Err("a number"),
+    }
+}
+
+/// An ASCII-armored age file (`age -a`, pasted into a TEXT column) as its binary form; anything
+/// else as it is.
+fn dearmored(content: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !content
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return std::borrow::Cow::Borrowed(content);
+    }
+    let mut binary = Vec::with_capacity(content.len());
+    let mut reader = age::armor::ArmoredReader::new(content.trim_ascii_start());
+    match reader.read_to_end(&mut binary) {
+        Ok(_) => std::borrow::Cow::Owned(binary),
+        Err(_) => std::borrow::Cow::Borrowed(content),
+    }
+}
+
+/// Which identity, if any, opens an age file's header (the payload is not read).
+enum Opened {
+    /// Opened by the identity with this recipient.
+    By(String),
+    NotByThisKey,
+    NotAge,
+}
+
+fn opened_by(content: &[u8], keys: &KeyRing) -> Opened {
+    let content = dearmored(content);
+    for identity in keys.each() {
+        let Ok(decryptor) = age::Decryptor::new_buffered(&content[..]) else {
+            return Opened::NotAge;
+        };
+        if decryptor
+            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .is_ok()
+        {
+            return Opened::By(identity.to_public().to_string());
+        }
+    }
+    Opened::NotByThisKey
 }
 
 fn has_table(conn: &Connection, db: &Path) -> Result<bool> {

@@ -804,7 +804,102 @@ fn stored_row_with_toml_format_is_bad_input() {
         &env,
         &env.db(),
         &["config", "show"],
-        &["format `toml`", "use `yml` or `yaml`"],
+        &[
+            "format `toml`",
+            "`yml` or `yaml`",
+            "UPDATE app_config SET format = 'yml' WHERE id",
+        ],
+    );
+}
+
+#[test]
+fn row_inserted_without_format_is_refused_saying_what_to_set() {
+    let env = inited();
+    let content = age_encrypt(&env, &recipient_of(&env.key()), GOOD.as_bytes());
+    let conn = Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO app_config (scope, content) VALUES ('litestream', ?)",
+        [&content],
+    )
+    .unwrap();
+    let id = conn.last_insert_rowid();
+    drop(conn);
+    assert_bad_input(
+        &env,
+        &env.db(),
+        &["config", "show"],
+        &[
+            "format `toml`",
+            "the table's default",
+            &format!("UPDATE app_config SET format = 'yml' WHERE id = {id}"),
+        ],
+    );
+    // Set as the message says, the row is read.
+    let conn = Connection::open(env.db()).unwrap();
+    conn.execute("UPDATE app_config SET format = 'yml' WHERE id = ?", [id])
+        .unwrap();
+    drop(conn);
+    assert_eq!(show(&env, 0), GOOD);
+}
+
+#[test]
+fn content_stored_as_text_is_read_as_its_bytes() {
+    let env = inited();
+    // A binary age file bound as TEXT (a driver binding a string), and an armored one pasted
+    // with plain SQL: both are the config.
+    let binary = age_encrypt(&env, &recipient_of(&env.key()), b"# as text\n");
+    let conn = Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO app_config (scope, content, format) VALUES ('litestream', CAST(? AS TEXT), 'yml')",
+        [&binary],
+    )
+    .unwrap();
+    let kind: String = conn
+        .query_row(
+            "SELECT typeof(content) FROM app_config ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kind, "text");
+    drop(conn);
+    assert_eq!(show(&env, 0), "# as text\n");
+
+    let input = env.path("plain.in");
+    std::fs::write(&input, GOOD).unwrap();
+    let armored = tool("age", &["-a", "-r", &recipient_of(&env.key()), s(&input)]);
+    let sql = format!(
+        "INSERT INTO app_config (scope, content, format) VALUES ('litestream', '{}', 'yml');",
+        String::from_utf8(armored).unwrap()
+    );
+    Connection::open(env.db())
+        .unwrap()
+        .execute_batch(&sql)
+        .unwrap();
+    assert_eq!(show(&env, 0), GOOD);
+    run(&env, &["config", "check"]).success();
+    assert_eq!(
+        list(&env)[0]["recipient"],
+        recipient_of(&env.key()).as_str()
+    );
+}
+
+#[test]
+fn content_of_another_type_is_bad_input_naming_the_row() {
+    let env = inited();
+    let conn = Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO app_config (scope, content, format) VALUES ('litestream', 42, 'yml')",
+        [],
+    )
+    .unwrap();
+    let id = conn.last_insert_rowid();
+    drop(conn);
+    assert_bad_input(
+        &env,
+        &env.db(),
+        &["config", "show"],
+        &[&format!("row id {id}"), "an integer", "config save"],
     );
 }
 
@@ -980,7 +1075,18 @@ fn check_reports_litestream_rejecting_a_config_we_accept() {
     // Our rules accept an s3 replica without a bucket (it may come from a URL elsewhere);
     // litestream itself refuses it.
     let yaml = "dbs:\n  - path: /data/app.db\n    replica:\n      type: s3\n";
-    env.save(yaml).success();
+    let before = snapshot(&env.db());
+    env.save(yaml)
+        .code_is(2)
+        .stderr_has(&format!(
+            "litestream {LITESTREAM_VERSION} rejects this config"
+        ))
+        .stderr_has("bucket required")
+        .stderr_has("--no-check");
+    assert!(snapshot(&env.db()) == before, "a rejected config was saved");
+    save_file(&env, "rejected.yml", yaml, &["--no-check"])
+        .success()
+        .stderr_has("without asking litestream");
     let r = run(&env, &["config", "check"]);
     r.code_is(2)
         .stdout_has("rip-litestream: valid")
@@ -1082,4 +1188,135 @@ fn list_of_an_empty_store_says_so() {
     r.success()
         .stderr_has("no config saved for scope `litestream`");
     assert_eq!(r.stdout(), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rows, keys and verdicts a hurried operator causes
+
+#[test]
+fn saving_with_another_key_is_refused_unless_new_key() {
+    let env = inited();
+    let production = recipient_of(&env.key());
+    let other = env.path("other.key");
+    age_keygen(&other);
+    let before = snapshot(&env.db());
+    let file = env.path("next.yml");
+    std::fs::write(&file, config_for("/srv/next.db")).unwrap();
+    let with_other = |extra: &[&str]| {
+        let mut args = vec!["--age-key", s(&other), "config", "save", s(&file)];
+        args.extend_from_slice(extra);
+        run(&env, &args)
+    };
+    with_other(&[])
+        .code_is(2)
+        .stderr_has("not encrypted to")
+        .stderr_has(&recipient_of(&other))
+        .stderr_has("--new-key");
+    assert!(snapshot(&env.db()) == before, "saved to another key");
+    // The production key still reads the newest generation.
+    assert!(show(&env, 0).contains("path: "));
+
+    // A rollback encrypting to the other key is the same change.
+    let r = run(&env, &["--age-key", s(&other), "config", "rollback", "0"]);
+    r.code_is(2);
+    assert!(snapshot(&env.db()) == before);
+
+    // --new-key changes keys on purpose; then list tells the generations apart.
+    with_other(&["--new-key"]).success();
+    let rows = list(&env);
+    assert_eq!(
+        rows[0]["recipient"],
+        Value::Null,
+        "production key opens the new row"
+    );
+    assert_eq!(rows[1]["recipient"], production.as_str());
+    let text = run(&env, &["config", "list"]);
+    text.success().stdout_has("not decryptable with this key");
+    let rows = {
+        let r = run(&env, &["--age-key", s(&other), "config", "list", "--json"]);
+        r.success();
+        r.stdout()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows[0]["recipient"], recipient_of(&other).as_str());
+    assert_eq!(rows[1]["recipient"], Value::Null);
+}
+
+#[test]
+fn a_key_file_rotated_with_the_new_identity_first_is_a_key_change() {
+    let env = inited();
+    let new = env.path("new.key");
+    age_keygen(&new);
+    // New identity first, old one kept for reading: saving encrypts to the new one only.
+    let mut ring = std::fs::read(&new).unwrap();
+    ring.extend(std::fs::read(env.key()).unwrap());
+    let ring_path = env.path("ring.key");
+    std::fs::write(&ring_path, ring).unwrap();
+    chmod(&ring_path, 0o600);
+    let file = env.path("next.yml");
+    std::fs::write(&file, config_for("/srv/next.db")).unwrap();
+    run(
+        &env,
+        &["--age-key", s(&ring_path), "config", "save", s(&file)],
+    )
+    .code_is(2)
+    .stderr_has("--new-key");
+    // With the old identity first it is no change.
+    let mut ring = std::fs::read(env.key()).unwrap();
+    ring.extend(std::fs::read(&new).unwrap());
+    std::fs::write(&ring_path, ring).unwrap();
+    run(
+        &env,
+        &["--age-key", s(&ring_path), "config", "save", s(&file)],
+    )
+    .success();
+}
+
+#[test]
+fn a_row_dated_in_the_future_still_shadows_a_save_and_the_save_says_so() {
+    let env = inited();
+    let id0 = list(&env)[0]["id"].as_i64().unwrap();
+    set_created_at(&env.db(), id0, "2999-01-01T00:00:00Z");
+    let r = save_file(&env, "next.yml", &config_for("/srv/next.db"), &[]);
+    r.success()
+        .stderr_has("NOT the newest")
+        .stderr_has("generation 1")
+        .stderr_has("dated after now");
+    assert!(!r.stderr().contains("as the newest generation"));
+    assert_eq!(list(&env)[0]["id"].as_i64().unwrap(), id0);
+}
+
+#[test]
+fn rollback_to_a_generation_litestream_rejects_is_refused() {
+    let env = inited();
+    let bad = "dbs:\n  - path: /data/app.db\n    replica:\n      type: s3\n";
+    save_file(&env, "bad.yml", bad, &["--no-check"]).success();
+    env.save(&config_for("/srv/good.db")).success();
+    let before = snapshot(&env.db());
+    run(&env, &["config", "rollback", "1"])
+        .code_is(2)
+        .stderr_has("rejects this config")
+        .stderr_has("bucket required");
+    assert!(snapshot(&env.db()) == before);
+    run(&env, &["config", "rollback", "2"]).success();
+}
+
+#[test]
+fn save_without_a_litestream_binary_says_to_pass_no_check() {
+    let env = inited();
+    let file = env.path("next.yml");
+    std::fs::write(&file, config_for("/srv/next.db")).unwrap();
+    let before = snapshot(&env.db());
+    let mut cmd = env.cmd(["config", "save", s(&file)]);
+    cmd.env("LITESTREAM_BIN", env.path("no-such-litestream"))
+        .env("PATH", "/nonexistent");
+    let r = crate::support::run_cmd(cmd);
+    r.code_is(2).stderr_has("--no-check");
+    assert!(snapshot(&env.db()) == before);
+    let mut cmd = env.cmd(["config", "save", "--no-check", s(&file)]);
+    cmd.env("LITESTREAM_BIN", env.path("no-such-litestream"))
+        .env("PATH", "/nonexistent");
+    crate::support::run_cmd(cmd).success();
 }
