@@ -972,6 +972,9 @@ fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, E
         if let Some(id) = status.config_id {
             println!("config: row id {id}");
         }
+        if let Some(r) = &status.rejected_generation {
+            println!("newest generation rejected: row id {}: {}", r.id, r.reason);
+        }
         if let Some(exit) = &status.last_exit {
             println!("last exit: pid {} {exit}", exit.pid);
         }

@@ -118,9 +118,22 @@ pub struct Status {
     /// transaction: its objects vanished), as last checked.
     #[serde(default)]
     pub unrestorable: Vec<String>,
+    /// The newest generation in the store, when a reload refused it (litestream keeps running
+    /// with `config_id`).
+    #[serde(default)]
+    pub rejected_generation: Option<RejectedGeneration>,
     /// When this snapshot was taken.
     #[serde(with = "rfc3339")]
     pub updated_at: SystemTime,
+}
+
+/// A generation a reload refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedGeneration {
+    /// Its row id.
+    pub id: i64,
+    /// Why (our validation, or litestream's own verdict).
+    pub reason: String,
 }
 
 impl Default for Status {
@@ -137,6 +150,7 @@ impl Default for Status {
             config_id: None,
             last_verify: None,
             unrestorable: Vec::new(),
+            rejected_generation: None,
             updated_at: SystemTime::now(),
         }
     }
@@ -199,6 +213,16 @@ impl Status {
             reasons.push(format!(
                 "the replica of {} cannot be restored from (nothing in it starts at the first transaction): run `rip-litestream verify`, and restart replication to a fresh replica path",
                 self.unrestorable.join(", ")
+            ));
+        }
+        if let Some(r) = &self.rejected_generation {
+            let in_use = self
+                .config_id
+                .map(|id| format!("row id {id}"))
+                .unwrap_or_else(|| "the config it started with".into());
+            reasons.push(format!(
+                "newest generation rejected (row id {}): {}; litestream keeps running with {in_use}",
+                r.id, r.reason
             ));
         }
         if let Some(v) = self
@@ -320,7 +344,17 @@ mod tests {
             lag_txids: None,
             at: now,
         });
+        s.config_id = Some(4);
+        s.rejected_generation = Some(RejectedGeneration {
+            id: 5,
+            reason: "bucket required".into(),
+        });
         let why = s.health(now).unwrap_err();
+        assert!(
+            why.contains("newest generation rejected (row id 5): bucket required")
+                && why.contains("running with row id 4"),
+            "{why}"
+        );
         assert!(
             why.contains("/a.db") && why.contains("cannot be restored from"),
             "{why}"

@@ -159,3 +159,62 @@ fn sighup_with_an_unchanged_config_keeps_the_same_litestream() {
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0));
 }
+
+/// The case: a generation our rules accept but litestream rejects, saved around the
+/// check while `run -- APP` runs. The healthy litestream keeps running, the application is left
+/// alone, status and health name the rejected row, and the next good generation applies.
+#[test]
+fn a_generation_litestream_rejects_never_stops_the_running_one() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 1);
+    save_config(&env, &config_yaml(&env, "", ""));
+    let marker = env.path("app-got-term");
+    let app = format!(
+        "trap 'touch {}; exit 0' TERM; while :; do sleep 0.1; done",
+        marker.display()
+    );
+    let mut sup = run_bg(&env, &["--reload-check", "1s", "--", "sh", "-c", &app]);
+    wait_ready(&env);
+    let pid = litestream_pid(&env).unwrap();
+    let id = status(&env)["config_id"].as_i64().unwrap();
+    // An s3 replica without a bucket: litestream's own parser refuses it.
+    let bad = format!(
+        "dbs:\n  - path: {}\n    replica:\n      type: s3\n",
+        env.db().display()
+    );
+    let file = env.path("bad.yml");
+    std::fs::write(&file, &bad).unwrap();
+    env.run(["config", "save", "--no-check", file.to_str().unwrap()])
+        .success();
+    let bad_id = id + 1;
+    wait_for("the rejected generation in the status", LONG, || {
+        status(&env)["rejected_generation"]["id"].as_i64() == Some(bad_id)
+    });
+    let s = env.run(["status"]);
+    s.code_is(1)
+        .stdout_has(&format!("newest generation rejected: row id {bad_id}"))
+        .stdout_has("unhealthy");
+    assert_eq!(litestream_pid(&env), Some(pid), "litestream was restarted");
+    assert_eq!(status(&env)["config_id"].as_i64(), Some(id));
+    assert!(!marker.exists(), "the application was signalled");
+    // Tried once, not at every check: one rejection in the log after a few checks.
+    std::thread::sleep(Duration::from_millis(2500)); // three reload checks go by
+    assert_eq!(
+        run_stderr(&env).matches("config not reloaded").count(),
+        1,
+        "{}",
+        run_stderr(&env)
+    );
+    // Writes still reach the replica through the running litestream.
+    insert(&env.db(), 1, 50);
+    // A good generation applies and clears the rejection.
+    save_config(&env, &config_yaml(&env, "", "      sync-interval: 1s\n"));
+    wait_for("the good generation in use", LONG, || {
+        let s = status(&env);
+        s["config_id"].as_i64() == Some(bad_id + 1) && s["rejected_generation"].is_null()
+    });
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(&env));
+    assert!(marker.exists(), "the application was stopped at the end");
+    crate::reliability::assert_replica_equals_source(&env);
+}
