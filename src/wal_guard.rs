@@ -464,6 +464,19 @@ pub(crate) fn holds_read_lock(locks: Option<&HashSet<FileId>>, db: &Path) -> Opt
     Some(locks?.contains(&id))
 }
 
+/// Why litestream, started now, could miss frames of `db` that it has not copied yet (see
+/// [`restarted_since_litestream`] and [`checkpointed_past_litestream`]); `None` when nothing
+/// says so.
+pub(crate) fn frames_at_risk(db: &Path, state_dir: &Path) -> Option<&'static str> {
+    if restarted_since_litestream(db, state_dir) {
+        Some("the WAL was restarted while no litestream ran")
+    } else if checkpointed_past_litestream(db, state_dir) {
+        Some("the WAL was checkpointed past litestream's last copy and can be restarted by the next write")
+    } else {
+        None
+    }
+}
+
 /// True when the WAL of `db` was restarted (its salts changed) since the last transaction
 /// litestream recorded locally in `state_dir`, while frames it had not seen may have been
 /// checkpointed and overwritten: litestream 0.5.17 would then take its "wal restarted" path and
@@ -488,6 +501,67 @@ pub(crate) fn restarted_since_litestream(db: &Path, state_dir: &Path) -> bool {
     };
     // Past the WAL header, with other salts: a restart litestream did not see.
     wal_offset + wal_size > 32 && &wal_header[16..24] != ltx_salts
+}
+
+/// True when every frame of the WAL of `db` is checkpointed (SQLite's WAL index says
+/// `nBackfill == mxFrame`) and the WAL holds frames past the end of litestream's newest local
+/// transaction, with the same salts.
+///
+/// A reader that begins then takes read mark 0 (it needs nothing from the WAL), and a mark-0
+/// reader does not stop the next writer from restarting the WAL: neither the WAL guard nor
+/// litestream's own read transaction could keep those frames, and litestream 0.5.17, finding
+/// its last copied frame intact after the restart, would go on from the new WAL's start
+/// without them.
+pub(crate) fn checkpointed_past_litestream(db: &Path, state_dir: &Path) -> bool {
+    let Some((wal_end, ltx_salts)) = newest_l0(state_dir).and_then(|p| ltx_wal_end(&p)) else {
+        return false;
+    };
+    let Some(index) = wal_index(db) else {
+        return false;
+    };
+    index.n_backfill == index.mx_frame
+        && index.mx_frame > 0
+        && index.salts == ltx_salts
+        && 32 + u64::from(index.mx_frame) * index.frame_size > wal_end
+}
+
+/// The end offset in the WAL of an LTX file's frames, and their WAL salts (raw bytes).
+fn ltx_wal_end(ltx: &Path) -> Option<(u64, [u8; 8])> {
+    let header = read_bytes(ltx, 100)?;
+    if &header[0..4] != b"LTX1" {
+        return None;
+    }
+    let be64 = |o: usize| u64::from_be_bytes(header[o..o + 8].try_into().unwrap());
+    Some((be64(48) + be64(56), header[64..72].try_into().unwrap()))
+}
+
+/// What SQLite's WAL index (the `-shm` file) says of the WAL.
+#[derive(Debug, PartialEq, Eq)]
+struct WalIndex {
+    mx_frame: u32,
+    n_backfill: u32,
+    /// The WAL header's salts, as the raw bytes SQLite copies into the index.
+    salts: [u8; 8],
+    frame_size: u64,
+}
+
+/// Reads the WAL index header of `db`'s `-shm` (SQLite's layout, native byte order: two copies
+/// of the 48-byte header, then the checkpoint info with `nBackfill` at byte 96). `None` when
+/// there is none, or the two copies differ (a writer was updating it).
+fn wal_index(db: &Path) -> Option<WalIndex> {
+    let shm = read_bytes(&shm_path(db), 100)?;
+    if shm[0..48] != shm[48..96] || shm[12] == 0 {
+        return None; // torn, or not initialised
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(shm[o..o + 4].try_into().unwrap());
+    let page = u16::from_ne_bytes(shm[14..16].try_into().unwrap());
+    let page = if page == 1 { 65536 } else { u64::from(page) };
+    Some(WalIndex {
+        mx_frame: u32_at(16),
+        n_backfill: u32_at(96),
+        salts: shm[32..40].try_into().unwrap(),
+        frame_size: page + 24,
+    })
 }
 
 /// The newest transaction litestream holds locally for a database (its newest L0 file in
@@ -596,6 +670,63 @@ mod tests {
             !restarted_since_litestream(&db, &state),
             "an empty WAL: litestream snapshots by itself"
         );
+    }
+
+    #[test]
+    fn sees_a_wal_checkpointed_past_litestream_with_real_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch(
+            "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);",
+        )
+        .unwrap();
+        for i in 0..10 {
+            app.execute("INSERT INTO t VALUES (?)", [i]).unwrap();
+        }
+        let state = dir.path().join(".a.db-litestream");
+        let l0 = state.join("ltx").join("0");
+        std::fs::create_dir_all(&l0).unwrap();
+        let wal_header = read_bytes(&dir.path().join("a.db-wal"), 32).unwrap();
+        let index = wal_index(&db).expect("a WAL index");
+        assert_eq!(
+            index.salts[..],
+            wal_header[16..24],
+            "salts as in the WAL header"
+        );
+        assert_eq!(index.frame_size, 4096 + 24);
+        assert!(index.mx_frame >= 11 && index.n_backfill == 0, "{index:?}");
+        let wal_end = 32 + u64::from(index.mx_frame) * index.frame_size;
+        let ltx = |end: u64| {
+            let mut h = vec![0u8; 100];
+            h[0..4].copy_from_slice(b"LTX1");
+            h[48..56].copy_from_slice(&32u64.to_be_bytes());
+            h[56..64].copy_from_slice(&(end - 32).to_be_bytes());
+            h[64..72].copy_from_slice(&wal_header[16..24]);
+            std::fs::write(l0.join("0000000000000001-0000000000000001.ltx"), h).unwrap();
+        };
+        ltx(wal_end - 2 * index.frame_size); // litestream copied all but the last two frames
+        assert!(
+            !checkpointed_past_litestream(&db, &state),
+            "not checkpointed yet: a reader would keep the frames"
+        );
+        let (_, _, done): (i64, i64, i64) = app
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(i64::from(index.mx_frame), done);
+        assert!(
+            checkpointed_past_litestream(&db, &state),
+            "all checkpointed, two frames litestream never copied: the next write restarts the WAL"
+        );
+        assert_eq!(
+            frames_at_risk(&db, &state),
+            Some("the WAL was checkpointed past litestream's last copy and can be restarted by the next write")
+        );
+        ltx(wal_end); // litestream had copied every frame: a restart loses nothing
+        assert!(!checkpointed_past_litestream(&db, &state));
+        assert_eq!(frames_at_risk(&db, &state), None);
     }
 
     #[test]

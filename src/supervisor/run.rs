@@ -404,6 +404,9 @@ impl Supervisor {
     /// One litestream's life: spawn, wait until ready, then replicate until it exits or a stop
     /// is requested (or, for [`Purpose::FinalSync`], stop as soon as it is ready).
     async fn live(&mut self, purpose: Purpose) -> Result<Life> {
+        // The last look before litestream starts: whatever the WAL went through while none ran
+        // (the backoff can be long), litestream must not resume past frames it never copied.
+        self.snapshot_where_wal_restarted().await;
         let mut handoff = Handoff::create(
             self.options.handoff,
             self.rendered.yaml.as_bytes(),
@@ -1072,9 +1075,9 @@ impl Supervisor {
 /// checkpoint (a TRUNCATE waits for every reader) and holds it again right after.
 fn snapshot_where_wal_restarted(config: &LitestreamConfig, guard: &WalGuard) {
     for db in databases_now(config) {
-        if !crate::wal_guard::restarted_since_litestream(&db, &config.state_dir(&db)) {
+        let Some(why) = crate::wal_guard::frames_at_risk(&db, &config.state_dir(&db)) else {
             continue;
-        }
+        };
         let was_held = guard.release(&db);
         let forced = crate::wal_guard::force_snapshot(&db);
         if was_held {
@@ -1082,10 +1085,10 @@ fn snapshot_where_wal_restarted(config: &LitestreamConfig, guard: &WalGuard) {
         }
         match forced {
             Ok(()) => {
-                tracing::warn!(db = %db.display(), "the WAL was restarted while no litestream ran: litestream takes a full snapshot, so no frame is missed")
+                tracing::warn!(db = %db.display(), "{why}: litestream takes a full snapshot, so no frame is missed")
             }
             Err(e) => {
-                tracing::error!(db = %db.display(), error = %e, "the WAL was restarted while no litestream ran and no full snapshot could be forced: writes made meanwhile may be missing from the replica")
+                tracing::error!(db = %db.display(), error = %e, "{why}, and no full snapshot could be forced: writes made meanwhile may be missing from the replica")
             }
         }
     }
