@@ -229,3 +229,74 @@ fn run_with_the_writer_as_the_application_loses_nothing_while_litestream_restart
     );
     assert_replica_equals_source(&env);
 }
+
+/// The case behind the random-kill residual, set up on purpose: litestream dies with frames it
+/// never copied, the application checkpoints every frame into the database while nobody reads,
+/// and only then does a reader begin (the guard, litestream itself). Such a reader takes read
+/// mark 0, which does not stop the application's next write from restarting the WAL, and
+/// litestream 0.5.17, finding its last copied frame intact, would go on from the new WAL
+/// without the checkpointed frames. The supervisor must see them and force a full snapshot.
+#[test]
+fn frames_checkpointed_while_nobody_read_still_reach_the_replica() {
+    let (env, _turn) = setup();
+    let app = open(&env.db());
+    // A table of its own, so no later write rewrites its pages: a lost frame shows.
+    app.execute_batch("CREATE TABLE u (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        .unwrap();
+    let mut sup = spawn(&env, env.cmd(["run"]));
+    wait_ready(&env);
+    // A long WAL that litestream copies, so that a few writes after a restart leave its last
+    // copied frame in place (what litestream checks before going on from the new WAL).
+    insert(&env.db(), 1, 300);
+    std::thread::sleep(Duration::from_millis(1500)); // one sync interval: all of it copied
+                                                     // Rows litestream never copies: written and killed well within its 1 s sync interval.
+    let pid = litestream_pid(&sup).unwrap();
+    for i in 0..20 {
+        app.execute(
+            "INSERT INTO u (id, body) VALUES (?, ?)",
+            rusqlite::params![i, "u".repeat(100)],
+        )
+        .unwrap();
+    }
+    kill9(pid);
+    sup.signal("KILL");
+    sup.wait_code(LONG);
+    // Every frame checkpointed while no one reads; no write yet, so the WAL is not restarted.
+    let (busy, log, done): (i64, i64, i64) = app
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!((busy, done), (0, log), "not every frame was checkpointed");
+    // The supervisor comes back, and the application writes again before litestream reads:
+    // litestream's start is delayed by a second (the real binary behind a `sleep 1`) so that
+    // the writes fall, every time, between the supervisor's look at the WAL and litestream's.
+    let slow = env.path("slow-litestream");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = replicate ] && sleep 1\nexec {} \"$@\"\n",
+            crate::support::litestream().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = env.cmd(["run"]);
+    cmd.env("LITESTREAM_BIN", &slow);
+    let again = spawn(&env, cmd);
+    wait_for("litestream started", LONG, || {
+        run_stderr(&env).contains("litestream started")
+    });
+    insert(&env.db(), 1000, 1005); // the first write restarts the WAL
+    drop(app);
+    wait_ready(&env);
+    insert(&env.db(), 2000, 2010);
+    std::thread::sleep(Duration::from_millis(1500)); // one sync interval
+    stop(&env, again);
+    assert_replica_equals_source(&env);
+    let restored = open(&env.path("restored.db"));
+    let n: i64 = restored
+        .query_row("SELECT count(*) FROM u", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 20, "the checkpointed rows are missing from the replica");
+}

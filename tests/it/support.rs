@@ -24,6 +24,29 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
 }
 
+/// With `RIP_TEST_KEEP=DIR`, a failing test's environment is copied into DIR (database, WAL,
+/// replica, runtime dir) for a look afterwards.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let Some(keep) = std::env::var_os("RIP_TEST_KEEP") else {
+            return;
+        };
+        if std::thread::panicking() {
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.dir.path())
+                .arg(&keep)
+                .status();
+            eprintln!(
+                "kept {} in {}",
+                self.dir.path().display(),
+                Path::new(&keep).display()
+            );
+        }
+    }
+}
+
 impl TestEnv {
     pub fn new() -> Self {
         TestEnv {
