@@ -17,10 +17,20 @@ pub struct InitReport {
     pub yaml: String,
 }
 
-/// Creates `key` if missing, then saves a default config replicating `db` to `replica` (a URL or
-/// a local directory) as the newest generation of `scope`. Refuses when the scope already has a
-/// config, unless `force`.
-pub fn init(db: &Path, key: &Path, scope: &str, replica: &str, force: bool) -> Result<InitReport> {
+/// Creates `key` if missing, then saves into the store `db` a default config replicating
+/// `database` (default: `db` itself) to `replica` (a URL or a local directory) as the newest
+/// generation of `scope`. Refuses when the scope already has a config, unless `force`.
+///
+/// A `database` apart from the store is the layout for restore on boot: the store (and the key)
+/// stay on the machine while the database can be restored from its replica.
+pub fn init(
+    db: &Path,
+    database: Option<&Path>,
+    key: &Path,
+    scope: &str,
+    replica: &str,
+    force: bool,
+) -> Result<InitReport> {
     if replica.contains('@') && replica.contains("://") {
         return Err(Error::Usage(
             "the replica URL holds credentials: they would end up in the shell history; use `config save` with a config file that holds them".into(),
@@ -33,7 +43,13 @@ pub fn init(db: &Path, key: &Path, scope: &str, replica: &str, force: bool) -> R
             db.display()
         )));
     }
-    let db_abs = crate::runtime::absolute(db)?;
+    let db_abs = crate::runtime::absolute(database.unwrap_or(db))?;
+    if database.is_some_and(|d| d.is_dir()) {
+        return Err(Error::Usage(format!(
+            "{} is a directory: --database names the SQLite file to replicate",
+            db_abs.display()
+        )));
+    }
     let replica: String = if replica.contains("://") {
         replica.to_string()
     } else {

@@ -71,11 +71,16 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// One-step setup: key if missing, a default config for --db replicating to --replica, saved.
+    /// One-step setup: key if missing, a default config replicating --database (default: --db)
+    /// to --replica, saved in --db.
     Init {
         /// Replica: a URL (s3://bucket/path, ...) or a local directory.
         #[arg(long)]
         replica: String,
+        /// The database to replicate, when the config store (--db) is a database of its own
+        /// (the layout for restore on boot).
+        #[arg(long, value_name = "PATH")]
+        database: Option<PathBuf>,
         /// Save a new default even if the scope already has a config.
         #[arg(long)]
         force: bool,
@@ -296,8 +301,23 @@ struct SaveArgs {
     litestream: Option<PathBuf>,
 }
 
+/// Like `eprintln!`, but a closed stderr is no reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
+    // A one-shot command whose reader went away (`config list | head -1`) ends quietly, as any
+    // Unix tool does: SIGPIPE keeps its default action. The daemons (`run`, `follow`) ignore it,
+    // so a closed log pipe never takes down a supervisor and its litestream.
+    set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Follow(_)) {
+        set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
+    }
     let stderr = framework_logs::queued_stderr(1024);
     let guard = match install_subscriber(&cli.global, stderr.clone()) {
         Ok(g) => g,
@@ -352,6 +372,13 @@ fn install_subscriber(
     Ok(guard)
 }
 
+fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
+    // SAFETY: no other thread runs yet, and both actions are plain dispositions.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler);
+    }
+}
+
 /// Prints the error and its sources once, as `error: outer: inner`.
 fn report(e: &Error) {
     let mut line = format!("error: {e}");
@@ -360,7 +387,7 @@ fn report(e: &Error) {
         line.push_str(&format!(": {s}"));
         source = s.source();
     }
-    eprintln!("{line}");
+    say!("{line}");
 }
 
 fn need<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Error> {
@@ -380,19 +407,24 @@ fn run(cli: Cli) -> Result<u8, Error> {
                 Error::Usage("say where to write the key: --output FILE (or --age-key)".into())
             })?;
             let recipient = keys::generate(path)?;
-            eprintln!("wrote a new age identity to {} (mode 0600)", path.display());
+            say!("wrote a new age identity to {} (mode 0600)", path.display());
             println!("{recipient}");
             Ok(0)
         }
-        Command::Init { replica, force } => {
+        Command::Init {
+            replica,
+            database,
+            force,
+        } => {
             let db = need(&g.db, "db")?;
             let key = need(&g.age_key, "key")?;
-            let report = init::init(db, key, &g.scope, &replica, force)?;
+            let report = init::init(db, database.as_deref(), key, &g.scope, &replica, force)?;
             if report.key_created {
-                eprintln!("created age key {} (mode 0600): keep it secret and backed up apart from the database", key.display());
+                say!("created age key {} (mode 0600): keep it secret and backed up apart from the database", key.display());
             }
-            eprintln!(
-                "saved a default config for {} as scope `{}` (id {}):",
+            say!(
+                "saved a default config for {} in {} as scope `{}` (id {}):",
+                database.as_deref().unwrap_or(db).display(),
                 db.display(),
                 g.scope,
                 report.id
@@ -446,7 +478,7 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
             let rows = ConfigStore::open(db, key)?.list(&g.scope)?;
             let mut out = std::io::stdout().lock();
             if rows.is_empty() {
-                eprintln!(
+                say!(
                     "no config saved for scope `{}` in {}",
                     g.scope,
                     db.display()
@@ -514,7 +546,7 @@ fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
             if ok {
                 Ok(0)
             } else {
-                eprintln!("error: generation {generation} of `{}` is not a valid litestream config: fix it and `config save` it again", g.scope);
+                say!("error: generation {generation} of `{}` is not a valid litestream config: fix it and `config save` it again", g.scope);
                 Ok(2)
             }
         }
@@ -575,7 +607,7 @@ fn say_saved(store: &ConfigStore, scope: &str, id: i64, what: &str) -> Result<u8
     let position = rows.iter().position(|r| r.id == id).unwrap_or(0);
     let db = store.db_path().display();
     if position == 0 {
-        eprintln!("{what} as the newest generation of `{scope}` in {db} (id {id})");
+        say!("{what} as the newest generation of `{scope}` in {db} (id {id})");
         return Ok(0);
     }
     for newer in &rows[..position] {
@@ -585,7 +617,7 @@ fn say_saved(store: &ConfigStore, scope: &str, id: i64, what: &str) -> Result<u8
             "a row dated after now still comes first: generations are ordered by created_at, so it stays the newest until then; correct its created_at or delete it"
         );
     }
-    eprintln!(
+    say!(
         "{what} as generation {position} of `{scope}` in {db} (id {id}), NOT the newest: {} row(s) dated in the future come first",
         position
     );
@@ -839,7 +871,7 @@ fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
         )));
     }
     if args.if_db_not_exists && output.exists() {
-        eprintln!("{} exists: nothing restored", output.display());
+        say!("{} exists: nothing restored", output.display());
         return Ok(0);
     }
     let bin = binary::find(args.litestream.as_deref())?;
@@ -860,7 +892,7 @@ fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
         &req,
     ))?;
     if !done.restored {
-        eprintln!("no backup found in the replica: nothing restored");
+        say!("no backup found in the replica: nothing restored");
         return Ok(0);
     }
     verify::integrity(&output).map_err(|why| Error::RestoreFailed {
@@ -937,7 +969,7 @@ fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, E
     };
     let dir = runtime::RuntimeDir::path_for(store)?;
     if lock::holder(&dir.join("lock")).is_none() {
-        eprintln!(
+        say!(
             "no rip-litestream is running for {} (nothing holds {})",
             store.display(),
             dir.join("lock").display()

@@ -13,6 +13,7 @@ mod reliability;
 mod reload;
 mod replication;
 mod s3;
+mod separate_store;
 mod signals;
 mod supervise;
 mod support;
