@@ -135,7 +135,7 @@ pub fn generate(path: &Path) -> Result<x25519::Recipient> {
     let secret = identity.to_string();
     let text = Zeroizing::new(format!(
         "# created: {}\n# public key: {recipient}\n{}\n",
-        crate::store::now_rfc3339(),
+        crate::timestamps::now_rfc3339(),
         secret.expose_secret()
     ));
     file.write_all(text.as_bytes())

@@ -51,6 +51,7 @@ pub mod binary;
 pub mod check;
 pub mod child_logs;
 pub mod config;
+mod content;
 pub mod control;
 pub mod doctor;
 pub mod entrypoint;
@@ -72,6 +73,7 @@ pub mod runtime;
 pub mod status;
 pub mod store;
 pub mod supervisor;
+mod timestamps;
 pub mod verify;
 mod wal_guard;
 

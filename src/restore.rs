@@ -351,8 +351,8 @@ async fn equals_latest_backup(
     let db = db.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let same = match (
-            crate::verify::content_hash(&db),
-            crate::verify::content_hash(&copy),
+            crate::content::content_hash(&db),
+            crate::content::content_hash(&copy),
         ) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,

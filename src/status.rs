@@ -1,6 +1,7 @@
 //! The supervisor's state as others see it: published on a `watch` channel, written to
 //! `status.json` in the runtime directory for `rip-litestream status`, and judged healthy or not.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ pub enum State {
     Ready,
     /// litestream exited; the next start is at `until`.
     Backoff {
-        #[serde(with = "rfc3339")]
+        #[serde(with = "crate::timestamps::rfc3339")]
         until: SystemTime,
         attempt: u32,
     },
@@ -37,10 +38,10 @@ pub struct ExitInfo {
     /// The signal, when a signal ended it.
     pub signal: Option<i32>,
     /// When it ended.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::timestamps::rfc3339")]
     pub at: SystemTime,
     /// How long it ran.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::timestamps::secs")]
     pub ran_for: Duration,
     /// Its last output lines.
     pub last_lines: Vec<String>,
@@ -66,7 +67,7 @@ pub struct DbStatus {
     pub status: String,
     /// When litestream last synced it to the replica (it does so every sync interval, even
     /// when idle).
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "crate::timestamps::rfc3339_opt")]
     pub last_sync_at: Option<SystemTime>,
     /// The local transaction id litestream has reached.
     pub txid: Option<u64>,
@@ -103,17 +104,17 @@ pub struct Status {
     /// litestream log lines dropped because our stderr was not read fast enough.
     pub dropped_log_lines: u64,
     /// When the running litestream became ready.
-    #[serde(with = "rfc3339_opt")]
+    #[serde(with = "crate::timestamps::rfc3339_opt")]
     pub ready_since: Option<SystemTime>,
     /// The databases, as last polled over the control socket.
     pub databases: Vec<DbStatus>,
     /// A database counts as stalled when its last sync is older than this.
-    #[serde(with = "secs")]
+    #[serde(with = "crate::timestamps::secs")]
     pub stall_after: Duration,
     /// The config generation in use (its row id in the store), when known.
     pub config_id: Option<i64>,
     /// The last `verify` result, with `run --verify-every`.
-    pub last_verify: Option<crate::verify::VerifyReport>,
+    pub last_verify: Option<VerifyReport>,
     /// Databases whose replica cannot be restored from (nothing in it starts at the first
     /// transaction: its objects vanished), as last checked.
     #[serde(default)]
@@ -123,7 +124,7 @@ pub struct Status {
     #[serde(default)]
     pub rejected_generation: Option<RejectedGeneration>,
     /// When this snapshot was taken.
-    #[serde(with = "rfc3339")]
+    #[serde(with = "crate::timestamps::rfc3339")]
     pub updated_at: SystemTime,
 }
 
@@ -228,7 +229,7 @@ impl Status {
         if let Some(v) = self
             .last_verify
             .as_ref()
-            .filter(|v| v.outcome == crate::verify::Outcome::Failed)
+            .filter(|v| v.outcome == Outcome::Failed)
         {
             reasons.push(format!(
                 "the last verify of {} failed: {}",
@@ -244,6 +245,45 @@ impl Status {
     }
 }
 
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Failed,
+    Inconclusive,
+}
+
+impl Outcome {
+    /// `verify`'s exit code: 0, 1, 3.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Failed => 1,
+            Outcome::Inconclusive => 3,
+        }
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub outcome: Outcome,
+    /// The database verified.
+    pub db: PathBuf,
+    /// Why this outcome.
+    pub reason: String,
+    /// The transaction the restored copy reached.
+    pub restored_txid: Option<u64>,
+    /// The transaction litestream had reached locally when asked to sync.
+    pub live_txid: Option<u64>,
+    /// Transactions the replica was behind the live database (when known).
+    pub lag_txids: Option<u64>,
+    /// When it finished.
+    #[serde(with = "crate::timestamps::rfc3339")]
+    pub at: SystemTime,
+}
+
 /// The state's name, as in JSON.
 pub fn state_word(state: &State) -> &'static str {
     match state {
@@ -254,59 +294,6 @@ pub fn state_word(state: &State) -> &'static str {
         State::Stopped => "stopped",
         State::Failed { .. } => "failed",
     }
-}
-
-pub(crate) mod rfc3339 {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(*t))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
-        let text: String = serde::Deserialize::deserialize(d)?;
-        humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-pub(crate) mod rfc3339_opt {
-    use std::time::SystemTime;
-
-    pub fn serialize<S: serde::Serializer>(
-        t: &Option<SystemTime>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match t {
-            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<SystemTime>, D::Error> {
-        let text: Option<String> = serde::Deserialize::deserialize(d)?;
-        text.map(|t| humantime::parse_rfc3339_weak(&t).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
-
-pub(crate) mod secs {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs: f64 = serde::Deserialize::deserialize(d)?;
-        Ok(Duration::from_secs_f64(secs.max(0.0)))
-    }
-}
-
-/// Parses litestream's RFC 3339 timestamps (nanosecond precision, `Z`).
-pub(crate) fn parse_time(text: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(text).ok()
 }
 
 #[cfg(test)]
@@ -335,8 +322,8 @@ mod tests {
             replicated_txid: Some(3),
             read_lock: Some(false),
         }];
-        s.last_verify = Some(crate::verify::VerifyReport {
-            outcome: crate::verify::Outcome::Failed,
+        s.last_verify = Some(VerifyReport {
+            outcome: Outcome::Failed,
             db: "/c.db".into(),
             reason: "content differs".into(),
             restored_txid: None,

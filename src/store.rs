@@ -559,8 +559,3 @@ fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
         .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
     Ok(out)
 }
-
-/// The current time as RFC 3339 UTC with whole seconds.
-pub(crate) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}

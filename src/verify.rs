@@ -7,59 +7,17 @@
 //! `inconclusive` (the replica is behind, or writes kept coming, and it did not catch up within
 //! the timeout: lag, not breakage).
 
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
-
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags};
-use serde::{Deserialize, Serialize};
 
 use crate::binary::LitestreamBinary;
 use crate::config::LitestreamConfig;
+pub use crate::content::{content_hash, integrity};
 use crate::control::ControlClient;
 use crate::error::{Error, Result};
 use crate::handoff::HandoffMode;
 use crate::restore::{restore, RestoreRequest};
-
-/// The verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ok,
-    Failed,
-    Inconclusive,
-}
-
-impl Outcome {
-    /// `verify`'s exit code: 0, 1, 3.
-    pub fn exit_code(self) -> u8 {
-        match self {
-            Outcome::Ok => 0,
-            Outcome::Failed => 1,
-            Outcome::Inconclusive => 3,
-        }
-    }
-}
-
-/// What `verify` found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VerifyReport {
-    pub outcome: Outcome,
-    /// The database verified.
-    pub db: PathBuf,
-    /// Why this outcome.
-    pub reason: String,
-    /// The transaction the restored copy reached.
-    pub restored_txid: Option<u64>,
-    /// The transaction litestream had reached locally when asked to sync.
-    pub live_txid: Option<u64>,
-    /// Transactions the replica was behind the live database (when known).
-    pub lag_txids: Option<u64>,
-    /// When it finished.
-    #[serde(with = "crate::status::rfc3339")]
-    pub at: SystemTime,
-}
+pub use crate::status::{Outcome, VerifyReport};
 
 /// Verifies `db` (a `path` database of `config`) against its replica.
 pub async fn verify(
@@ -181,67 +139,4 @@ async fn sync(control: &ControlClient, db: &Path, deadline: Instant) -> Option<u
             None
         }
     }
-}
-
-/// `PRAGMA integrity_check` of a database file.
-pub fn integrity(db: &Path) -> std::result::Result<(), String> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| e.to_string())?;
-    let result: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if result == "ok" {
-        Ok(())
-    } else {
-        Err(result)
-    }
-}
-
-/// A hash of a database's schema and every row of every table (litestream's own bookkeeping
-/// tables excepted), read in one read transaction so it is one moment of the database.
-pub fn content_hash(db: &Path) -> Result<u64> {
-    let sqlite = |e| Error::Sqlite {
-        op: "cannot read",
-        path: db.into(),
-        source: e,
-    };
-    let mut conn =
-        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
-    let tx = conn.transaction().map_err(sqlite)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    let tables: Vec<(String, String)> = {
-        let mut stmt = tx
-            .prepare(
-                "SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE type = 'table' \
-                 AND name NOT LIKE '\\_litestream%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-            )
-            .map_err(sqlite)?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sqlite)?;
-        rows.collect::<std::result::Result<_, _>>()
-            .map_err(sqlite)?
-    };
-    for (name, sql) in &tables {
-        name.hash(&mut hasher);
-        sql.hash(&mut hasher);
-        let mut stmt = tx
-            .prepare(&format!("SELECT * FROM \"{}\"", name.replace('"', "\"\"")))
-            .map_err(sqlite)?;
-        let columns = stmt.column_count();
-        let mut rows = stmt.query([]).map_err(sqlite)?;
-        while let Some(row) = rows.next().map_err(sqlite)? {
-            for i in 0..columns {
-                match row.get_ref(i).map_err(sqlite)? {
-                    ValueRef::Null => 0u8.hash(&mut hasher),
-                    ValueRef::Integer(v) => (1u8, v).hash(&mut hasher),
-                    ValueRef::Real(v) => (2u8, v.to_bits()).hash(&mut hasher),
-                    ValueRef::Text(v) => (3u8, v).hash(&mut hasher),
-                    ValueRef::Blob(v) => (4u8, v).hash(&mut hasher),
-                }
-            }
-        }
-    }
-    Ok(hasher.finish())
 }

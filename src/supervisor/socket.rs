@@ -59,7 +59,7 @@ pub(super) async fn poll_databases(control: &ControlClient, pid: u32) -> Option<
         dbs.push(DbStatus {
             last_sync_at: d["last_sync_at"]
                 .as_str()
-                .and_then(crate::status::parse_time),
+                .and_then(crate::timestamps::parse_time),
             status: d["status"].as_str().unwrap_or_default().to_string(),
             txid: synced.and_then(|s| s.txid),
             replicated_txid: synced.and_then(|s| s.replicated_txid),
