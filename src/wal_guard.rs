@@ -496,11 +496,35 @@ pub(crate) fn restarted_since_litestream(db: &Path, state_dir: &Path) -> bool {
     let ltx_salts = &header[64..72];
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    let Some(wal_header) = read_bytes(Path::new(&wal), 32) else {
+    let wal = PathBuf::from(wal);
+    let Some(wal_header) = read_bytes(&wal, 32) else {
         return false; // no WAL, or shorter than a header: litestream snapshots by itself
     };
     // Past the WAL header, with other salts: a restart litestream did not see.
-    wal_offset + wal_size > 32 && &wal_header[16..24] != ltx_salts
+    let restarted = wal_offset + wal_size > 32 && &wal_header[16..24] != ltx_salts;
+    // litestream 0.5.17 goes on from the new WAL without a snapshot only when the last frame it
+    // copied is still there with its old salts; where the new WAL already overwrote it, or the
+    // file is shorter, litestream snapshots by itself (after our own TRUNCATE, say).
+    restarted && last_copied_frame_intact(&wal, wal_offset + wal_size, ltx_salts)
+}
+
+/// Whether the WAL frame that ends at `end` still carries `salts` (bytes 8..16 of its header).
+fn last_copied_frame_intact(wal: &Path, end: u64, salts: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(page) = read_bytes(wal, 12).map(|h| u32::from_be_bytes(h[8..12].try_into().unwrap()))
+    else {
+        return false;
+    };
+    let frame = u64::from(page) + 24;
+    let Some(start) = end.checked_sub(frame).filter(|s| *s >= 32) else {
+        return false;
+    };
+    let mut header = [0u8; 24];
+    let read = std::fs::File::open(wal).and_then(|mut f| {
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut header)
+    });
+    read.is_ok() && &header[8..16] == salts
 }
 
 /// True when every frame of the WAL of `db` is checkpointed (SQLite's WAL index says
@@ -653,18 +677,30 @@ mod tests {
             h[64..72].copy_from_slice(&salts);
             std::fs::write(l0.join(format!("{txid:016x}-{txid:016x}.ltx")), h).unwrap();
         };
-        let wal = |salts: [u8; 8]| {
-            let mut h = vec![0u8; 32];
-            h[16..24].copy_from_slice(&salts);
-            std::fs::write(dir.path().join("a.db-wal"), h).unwrap();
+        // A WAL of 4 frames of 4096-byte pages: its header's salts, and those of the 4th frame.
+        let wal = |salts: [u8; 8], last_frame: [u8; 8]| {
+            let mut w = vec![0u8; 32 + 4120 * 4];
+            w[8..12].copy_from_slice(&4096u32.to_be_bytes());
+            w[16..24].copy_from_slice(&salts);
+            let f = 32 + 4120 * 3;
+            w[f + 8..f + 16].copy_from_slice(&last_frame);
+            std::fs::write(dir.path().join("a.db-wal"), w).unwrap();
         };
         assert!(!restarted_since_litestream(&db, &state), "no state, no WAL");
         ltx(1, 32, 4120 * 3, [1; 8]);
         ltx(2, 32 + 4120 * 3, 4120, [2; 8]); // the newest one counts
-        wal([2; 8]);
+        wal([2; 8], [2; 8]);
         assert!(!restarted_since_litestream(&db, &state), "same salts");
-        wal([3; 8]);
-        assert!(restarted_since_litestream(&db, &state), "other salts");
+        wal([3; 8], [2; 8]);
+        assert!(
+            restarted_since_litestream(&db, &state),
+            "other salts, litestream's last frame intact: it would go on without a snapshot"
+        );
+        wal([3; 8], [3; 8]);
+        assert!(
+            !restarted_since_litestream(&db, &state),
+            "its last frame overwritten: litestream snapshots by itself"
+        );
         std::fs::write(dir.path().join("a.db-wal"), b"").unwrap();
         assert!(
             !restarted_since_litestream(&db, &state),

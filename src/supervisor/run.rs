@@ -320,10 +320,15 @@ impl Supervisor {
             let config = self.config.clone();
             let g2 = g.clone();
             let started = Instant::now();
-            let n =
-                tokio::task::spawn_blocking(move || g2.engage_blocking(&databases_now(&config)))
-                    .await
-                    .unwrap_or(0);
+            let n = tokio::task::spawn_blocking(move || {
+                let n = g2.engage_blocking(&databases_now(&config));
+                // Engaged here: a watcher waking late must not begin a transaction after a
+                // release that makes way for a forced snapshot.
+                g2.disarm();
+                n
+            })
+            .await
+            .unwrap_or(0);
             tracing::debug!(
                 held = n,
                 us = started.elapsed().as_micros() as u64,
@@ -1074,6 +1079,7 @@ impl Supervisor {
 /// See [`Supervisor::snapshot_where_wal_restarted`]. The guard lets go of a database for its
 /// checkpoint (a TRUNCATE waits for every reader) and holds it again right after.
 fn snapshot_where_wal_restarted(config: &LitestreamConfig, guard: &WalGuard) {
+    guard.disarm(); // no watcher may begin a transaction between a release and the checkpoint
     for db in databases_now(config) {
         let Some(why) = crate::wal_guard::frames_at_risk(&db, &config.state_dir(&db)) else {
             continue;
