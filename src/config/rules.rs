@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use super::document::{self, Kind, Node, Note, Value};
 
 use super::duration::parse_go_duration;
 use super::{DbTarget, Problem, SocketSection, Strictness};
@@ -41,7 +41,7 @@ enum Section {
     Age,
 }
 
-enum Kind {
+enum Type {
     Scalar,
     Duration,
     Map(Section),
@@ -102,9 +102,9 @@ const REPLICA_DURATIONS: &[&str] = &[
     "timeout",
 ];
 
-fn kind_of(section: Section, key: &str) -> Option<Kind> {
-    use Kind::*;
+fn kind_of(section: Section, key: &str) -> Option<Type> {
     use Section as S;
+    use Type::*;
     let replica_setting = |key: &str| {
         if REPLICA_DURATIONS.contains(&key) {
             Some(Duration)
@@ -186,12 +186,9 @@ impl Checker {
     }
 
     /// Checks every key of `map` against the table for `section`, recursing into sections.
-    fn walk(&mut self, map: &Mapping, section: Section, at: &str) {
-        for (k, v) in map {
-            let Some(name) = k.as_str() else {
-                self.error(at, format!("keys must be strings, found {}", describe(k)));
-                continue;
-            };
+    fn walk(&mut self, map: &[(String, Node)], section: Section, at: &str) {
+        for (name, v) in map {
+            let name = name.as_str();
             let key = join(at, name);
             match kind_of(section, name) {
                 None => {
@@ -203,8 +200,8 @@ impl Checker {
                         Strictness::Lenient => self.warn(&key, message),
                     }
                 }
-                Some(Kind::Scalar) => {}
-                Some(Kind::Duration) => {
+                Some(Type::Scalar) => {}
+                Some(Type::Duration) => {
                     if let Some(d) = self.duration(&key, v) {
                         if name == "sync-interval" {
                             let longest = self.report.facts.sync_interval.unwrap_or_default();
@@ -212,37 +209,44 @@ impl Checker {
                         }
                     }
                 }
-                Some(Kind::Map(inner)) => match v {
-                    Value::Mapping(m) => self.walk(m, inner, &key),
-                    Value::Null => {}
-                    other => self.error(
-                        &key,
-                        format!("must be a mapping, found {}", describe(other)),
-                    ),
+                Some(Type::Map(inner)) => match &v.value {
+                    Value::Map(m) => self.walk(m, inner, &key),
+                    _ if v.is_null() => {}
+                    _ => self.error(&key, format!("must be a mapping, found {}", describe(v))),
                 },
-                Some(Kind::List(inner)) => match v {
-                    Value::Sequence(items) => {
+                Some(Type::List(inner)) => match &v.value {
+                    Value::Seq(items) => {
                         for (i, item) in items.iter().enumerate() {
                             let item_key = format!("{key}[{i}]");
-                            match item {
-                                Value::Mapping(m) => self.walk(m, inner, &item_key),
-                                other => self.error(
+                            match &item.value {
+                                Value::Map(m) => self.walk(m, inner, &item_key),
+                                _ => self.error(
                                     &item_key,
-                                    format!("must be a mapping, found {}", describe(other)),
+                                    format!("must be a mapping, found {}", describe(item)),
                                 ),
                             }
                         }
                     }
-                    Value::Null => {}
-                    other => self.error(&key, format!("must be a list, found {}", describe(other))),
+                    _ if v.is_null() => {}
+                    _ => self.error(&key, format!("must be a list, found {}", describe(v))),
                 },
             }
         }
     }
 
-    fn duration(&mut self, key: &str, v: &Value) -> Option<Duration> {
-        match v {
-            Value::String(s) => {
+    fn duration(&mut self, key: &str, v: &Node) -> Option<Duration> {
+        let number =
+            matches!(v.as_scalar(), Some(s) if matches!(s.kind, Kind::Int(_) | Kind::Float(_)));
+        match v.as_str() {
+            _ if number => {
+                let n = v.text().unwrap_or_default();
+                self.error(
+                    key,
+                    format!("a bare number ({n}) means nanoseconds to litestream: write a duration with its unit, like \"{n}s\""),
+                );
+                None
+            }
+            Some(s) => {
                 match parse_go_duration(s) {
                     Some(d) => Some(d),
                     None => {
@@ -251,17 +255,10 @@ impl Checker {
                     }
                 }
             }
-            Value::Number(n) => {
+            None => {
                 self.error(
                     key,
-                    format!("a bare number ({n}) means nanoseconds to litestream: write a duration with its unit, like \"{n}s\""),
-                );
-                None
-            }
-            other => {
-                self.error(
-                    key,
-                    format!("must be a duration like \"1s\", found {}", describe(other)),
+                    format!("must be a duration like \"1s\", found {}", describe(v)),
                 );
                 None
             }
@@ -269,50 +266,50 @@ impl Checker {
     }
 
     /// Rejects `$NAME` and `${NAME}` anywhere: the stored config must be self-contained.
-    fn no_env_vars(&mut self, v: &Value, at: &str) {
-        match v {
-            Value::String(s) if has_env_reference(s) => self.error(
+    fn no_env_vars(&mut self, v: &Node, at: &str) {
+        match &v.value {
+            Value::Scalar(s) if has_env_reference(&s.text) => self.error(
                 at,
                 "contains environment-variable syntax ($NAME or ${NAME}): the stored config must be self-contained, put the value itself in the config",
             ),
-            Value::Sequence(items) => {
+            Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     self.no_env_vars(item, &format!("{at}[{i}]"));
                 }
             }
-            Value::Mapping(m) => {
-                for (k, item) in m {
-                    let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
-                    self.no_env_vars(item, &join(at, &name));
+            Value::Map(m) => {
+                for (name, item) in m {
+                    self.no_env_vars(item, &join(at, name));
                 }
             }
-            Value::Tagged(t) => self.no_env_vars(&t.value, at),
-            _ => {}
+            Value::Scalar(_) => {}
         }
     }
 
-    fn root(&mut self, root: &Mapping, text: &str) {
-        self.walk(root, Section::Root, "");
+    fn root(&mut self, root: &Node, text: &str) {
+        let Some(entries) = root.as_map() else {
+            return;
+        };
+        self.walk(entries, Section::Root, "");
         // Most configs hold no `$` at all: then there is nothing to look for.
         if text.contains('$') {
-            for (k, item) in root {
-                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
-                self.no_env_vars(item, &name);
+            for (name, item) in entries {
+                self.no_env_vars(item, name);
             }
         }
-        if root.contains_key("exec") {
+        if root.get("exec").is_some() {
             self.error(
                 "exec",
                 "is not supported: rip-litestream is the process manager, run the application with `rip-litestream run -- APP ARGS...`",
             );
         }
-        if root.contains_key("mcp-addr") {
+        if root.get("mcp-addr").is_some() {
             self.error(
                 "mcp-addr",
                 "is not supported: it re-reads the config from disk and exposes control over HTTP; remove it",
             );
         }
-        if let Some(addr) = root.get("addr").and_then(Value::as_str) {
+        if let Some(addr) = root.get("addr").and_then(Node::as_str) {
             if !is_loopback_addr(addr) {
                 self.warn(
                     "addr",
@@ -320,30 +317,34 @@ impl Checker {
                 );
             }
         }
-        if let Some(Value::Mapping(logging)) = root.get("logging") {
+        if let Some(logging) = root.get("logging").filter(|l| l.as_map().is_some()) {
             self.logging(logging);
         }
-        if let Some(Value::Mapping(socket)) = root.get("socket") {
+        if let Some(socket) = root.get("socket").filter(|s| s.as_map().is_some()) {
             self.report.facts.socket = Some(SocketSection {
-                enabled: socket.get("enabled").map(yaml11_true).unwrap_or(false),
-                path: socket
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .map(PathBuf::from),
+                enabled: socket
+                    .get("enabled")
+                    .and_then(Node::as_bool)
+                    .unwrap_or(false),
+                path: socket.get("path").and_then(Node::as_str).map(PathBuf::from),
             });
         }
-        if let Some(Value::String(s)) = root.get("shutdown-sync-timeout") {
+        if let Some(s) = root.get("shutdown-sync-timeout").and_then(Node::as_str) {
             self.report.facts.shutdown_sync_timeout = parse_go_duration(s);
         }
-        match root.get("dbs") {
-            Some(Value::Sequence(dbs)) if !dbs.is_empty() => {
+        match root.get("dbs").map(|d| (d, d.as_seq())) {
+            Some((_, Some(dbs))) if !dbs.is_empty() => {
                 for (i, db) in dbs.iter().enumerate() {
-                    if let Value::Mapping(db) = db {
+                    if db.as_map().is_some() {
                         self.db(db, &format!("dbs[{i}]"));
                     }
                 }
             }
-            Some(Value::Sequence(_)) | Some(Value::Null) | None => self.error(
+            Some((_, Some(_))) | None => self.error(
+                "dbs",
+                "no database to replicate: add a `dbs:` list with at least one `- path: /path/to/app.db` and its `replica:`",
+            ),
+            Some((d, None)) if d.is_null() => self.error(
                 "dbs",
                 "no database to replicate: add a `dbs:` list with at least one `- path: /path/to/app.db` and its `replica:`",
             ),
@@ -351,7 +352,7 @@ impl Checker {
         }
     }
 
-    fn logging(&mut self, logging: &Mapping) {
+    fn logging(&mut self, logging: &Node) {
         if let Some(level) = logging.get("level") {
             let ok = level
                 .as_str()
@@ -385,14 +386,14 @@ impl Checker {
         }
     }
 
-    fn db(&mut self, db: &Mapping, at: &str) {
+    fn db(&mut self, db: &Node, at: &str) {
         let path = db
             .get("path")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty());
         let dir = db
             .get("dir")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty());
         match (path, dir) {
             (Some(_), Some(_)) => self.error(at, "has both `path` and `dir`: keep one (`path` for a file, `dir` + `pattern` for a directory)"),
@@ -401,14 +402,14 @@ impl Checker {
                 // Paths as litestream resolves them (`~`, relative paths, `sqlite://`).
                 let p = crate::runtime::litestream_path(p);
                 self.report.facts.dbs.push(DbTarget::Path(p.clone()));
-                if let Some(meta) = db.get("meta-path").and_then(Value::as_str) {
+                if let Some(meta) = db.get("meta-path").and_then(Node::as_str) {
                     self.report
                         .facts
                         .meta_paths
                         .push((p, crate::runtime::litestream_path(meta)));
                 }
             }
-            (None, Some(d)) => match db.get("pattern").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            (None, Some(d)) => match db.get("pattern").and_then(Node::as_str).filter(|s| !s.is_empty()) {
                 Some(pattern) => self.report.facts.dbs.push(DbTarget::Dir {
                     dir: crate::runtime::litestream_path(d),
                     pattern: pattern.into(),
@@ -424,18 +425,19 @@ impl Checker {
                 &join(at, "replica"),
                 "is missing: add a `replica:` with a `type` (file, s3, ...) or a `url`",
             ),
-            (Some(Value::Mapping(r)), None) => self.replica(r, &join(at, "replica")),
-            (None, Some(Value::Sequence(rs))) => {
+            (Some(r), None) if r.as_map().is_some() => self.replica(r, &join(at, "replica")),
+            (None, Some(rs)) if rs.as_seq().is_some() => {
+                let rs = rs.as_seq().unwrap_or_default();
                 if rs.len() != 1 {
                     self.error(
                         &join(at, "replicas"),
                         format!("has {} entries; litestream 0.5 supports exactly one replica per database: use a single `replica:`", rs.len()),
                     );
-                } else if let Value::Mapping(r) = &rs[0] {
-                    self.replica(r, &format!("{at}.replicas[0]"));
+                } else if rs[0].as_map().is_some() {
+                    self.replica(&rs[0], &format!("{at}.replicas[0]"));
                 }
             }
-            (Some(Value::Null), None) | (None, Some(Value::Null)) => self.error(
+            (Some(r), None) | (None, Some(r)) if r.is_null() => self.error(
                 &join(at, "replica"),
                 "is empty: give it a `type` (file, s3, ...) or a `url`",
             ),
@@ -443,24 +445,24 @@ impl Checker {
         }
     }
 
-    fn replica(&mut self, replica: &Mapping, at: &str) {
+    fn replica(&mut self, replica: &Node, at: &str) {
         let url = replica
             .get("url")
-            .and_then(Value::as_str)
+            .and_then(Node::as_str)
             .filter(|s| !s.is_empty());
-        match replica.get("type") {
-            Some(Value::String(t))
+        match replica.get("type").map(|t| (t, t.as_str())) {
+            Some((_, Some(t)))
                 if t == "file"
                     && url.is_none()
-                    && replica.get("path").and_then(Value::as_str).is_none() =>
+                    && replica.get("path").and_then(Node::as_str).is_none() =>
             {
                 self.error(
                     &join(at, "path"),
                     "is missing: a file replica needs the directory it writes to",
                 );
             }
-            Some(Value::String(t)) if REPLICA_TYPES.contains(&t.as_str()) => {}
-            Some(t) => self.error(
+            Some((_, Some(t))) if REPLICA_TYPES.contains(&t) => {}
+            Some((t, _)) => self.error(
                 &join(at, "type"),
                 format!(
                     "{} is not a replica type: use one of {}",
@@ -499,52 +501,39 @@ pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
         strictness,
         report: Report::default(),
     };
-    match serde_yaml::from_str::<Value>(yaml) {
-        Ok(Value::Mapping(root)) => checker.root(&root, yaml),
-        Ok(Value::Null) => checker.error(
-            "(root)",
-            "the config is empty: it needs at least a `dbs:` list",
-        ),
-        Ok(other) => checker.error(
-            "(root)",
-            format!(
-                "the config must be a mapping of keys, found {}",
-                describe(&other)
-            ),
-        ),
-        Err(e) => checker.error("(root)", scrub_yaml_error(&e)),
+    match document::parse(yaml) {
+        Ok(doc) => {
+            for note in &doc.notes {
+                if let Note::Duplicate { at, key, line } = note {
+                    let place = if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {at}")
+                    };
+                    checker.error(
+                        "(root)",
+                        format!("duplicate key `{key}`{place} at line {line}: litestream would silently keep only the last one; keep one"),
+                    );
+                }
+            }
+            match doc.root {
+                Some(root) if root.as_map().is_some() => checker.root(&root, yaml),
+                Some(root) if !root.is_null() => checker.error(
+                    "(root)",
+                    format!(
+                        "the config must be a mapping of keys, found {}",
+                        describe(&root)
+                    ),
+                ),
+                _ => checker.error(
+                    "(root)",
+                    "the config is empty: it needs at least a `dbs:` list",
+                ),
+            }
+        }
+        Err(e) => checker.error("(root)", format!("is not valid YAML: {}", e.message)),
     }
     checker.report
-}
-
-/// A YAML error message without the offending content (it may hold a secret), keeping the
-/// position.
-fn scrub_yaml_error(e: &serde_yaml::Error) -> String {
-    // serde_yaml's duplicate-key message names the key (not a value): keep it.
-    let text = e.to_string();
-    if let Some((place, rest)) = text.split_once("duplicate entry with key ") {
-        let key = rest.split(" at ").next().unwrap_or(rest);
-        let place = place.trim_end_matches(": ");
-        let place = if place.is_empty() {
-            String::new()
-        } else {
-            format!(" in {place}")
-        };
-        return format!(
-            "duplicate key {key}{place}{}: litestream would silently keep only the last one; keep one",
-            e.location()
-                .map(|l| format!(" at line {}", l.line()))
-                .unwrap_or_default()
-        );
-    }
-    match e.location() {
-        Some(loc) => format!(
-            "is not valid YAML: syntax error at line {} column {}",
-            loc.line(),
-            loc.column()
-        ),
-        None => "is not valid YAML: syntax error".into(),
-    }
 }
 
 fn join(at: &str, key: &str) -> String {
@@ -555,37 +544,24 @@ fn join(at: &str, key: &str) -> String {
     }
 }
 
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "nothing".into(),
-        Value::Bool(_) => "a boolean".into(),
-        Value::Number(_) => "a number".into(),
-        Value::String(_) => "a string".into(),
-        Value::Sequence(_) => "a list".into(),
-        Value::Mapping(_) => "a mapping".into(),
-        Value::Tagged(_) => "a tagged value".into(),
+fn describe(v: &Node) -> String {
+    match &v.value {
+        Value::Scalar(s) => match s.kind {
+            Kind::Null => "nothing".into(),
+            Kind::Bool(_) => "a boolean".into(),
+            Kind::Int(_) | Kind::Float(_) => "a number".into(),
+            Kind::Str => "a string".into(),
+        },
+        Value::Seq(_) => "a list".into(),
+        Value::Map(_) => "a mapping".into(),
     }
 }
 
 /// A short rendering of a non-secret scalar for messages.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("`{s}`"),
-        Value::Number(n) => format!("`{n}`"),
-        Value::Bool(b) => format!("`{b}`"),
-        other => describe(other),
-    }
-}
-
-/// YAML 1.1 truth, as litestream's Go parser reads it.
-fn yaml11_true(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => matches!(
-            s.as_str(),
-            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE"
-        ),
-        _ => false,
+fn shown(v: &Node) -> String {
+    match v.text() {
+        Some(text) => format!("`{text}`"),
+        None => describe(v),
     }
 }
 
