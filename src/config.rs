@@ -7,7 +7,9 @@
 
 pub(crate) mod document;
 mod duration;
+mod placeholder;
 mod rules;
+mod schema;
 
 use std::path::PathBuf;
 use std::time::Duration;

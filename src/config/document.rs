@@ -120,14 +120,6 @@ impl Node {
             .map(|(_, v)| v)
     }
 
-    /// The text of a string scalar (quoted, or plain text that is no other type).
-    pub fn as_str(&self) -> Option<&str> {
-        match &self.value {
-            Value::Scalar(s) if s.kind == Kind::Str => Some(&s.text),
-            _ => None,
-        }
-    }
-
     /// What a Go string field receives: the text of any scalar but a null one.
     pub fn text(&self) -> Option<&str> {
         match &self.value {
@@ -171,6 +163,11 @@ impl Node {
             value: Value::Map(entries),
         }
     }
+}
+
+/// What a plain (unquoted) scalar written as `text` would be.
+pub(crate) fn plain_kind(text: &str) -> Kind {
+    resolve::resolve(text, true, None).unwrap_or(Kind::Str)
 }
 
 /// Reads `text` as yaml.v2 would.
