@@ -232,7 +232,10 @@ impl Checker {
                         let item_key = format!("{key}[{i}]");
                         match item.as_map() {
                             Some(m) => self.walk(m, inner, &item_key),
-                            None if item.is_null() => {}
+                            None if item.is_null() => self.error(
+                                &item_key,
+                                "is an empty entry (litestream crashes on it): remove the `-` or fill it in",
+                            ),
                             None => self.error(
                                 &item_key,
                                 format!("must be a mapping, found {}", describe(item)),

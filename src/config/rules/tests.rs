@@ -190,6 +190,8 @@ fn each_rule_names_its_key() {
         ("dbs:\n  - {path: /a, truncate-page-n: \"100\", replica: {path: /b}}\n", "dbs[0].truncate-page-n:"),
         ("dbs:\n  - {path: /a, replica: {path: /b, part-size: lots}}\n", "dbs[0].replica.part-size:"),
         ("dbs:\n  - {path: [/a], replica: {path: /b}}\n", "dbs[0].path:"),
+        ("dbs:\n  -\n  - {path: /a, replica: {path: /b}}\n", "dbs[0]:"),
+        ("dbs:\n  - {path: /a, replicas: [~]}\n", "dbs[0].replicas[0]:"),
         ("dbs:\n  - {path: /a, snapshot: {interval: 1h}, replica: {path: /b}}\n  - {path: /c, snapshot: {interval: 2h}, replica: {path: /d}}\n", "dbs[1].snapshot.interval:"),
         ("dbs:\n  - {path: /a, replicas: [{type: file, path: /b}, {type: file, path: /c}]}\n", "dbs[0].replicas:"),
         ("dbs:\n  - {path: /a, replica: {type: file, path: /b, sync-interval: 10}}\n", "dbs[0].replica.sync-interval:"),
