@@ -32,6 +32,10 @@ pub(crate) use resolve::Kind;
 /// guard against "billion laughs" documents).
 const NODE_BUDGET: usize = 100_000;
 
+/// How deep collections may nest (through aliases too): far beyond any config, well within the
+/// stack.
+const MAX_DEPTH: usize = 128;
+
 /// A decoded node: where it starts and what it holds.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
@@ -176,6 +180,7 @@ pub(crate) fn parse(text: &str) -> Result<Document, YamlError> {
     let mut decoder = Decoder {
         notes: Vec::new(),
         budget: NODE_BUDGET,
+        depth: 0,
     };
     let root = match raw {
         Some(raw) => Some(decoder.node(&raw, "")?),
@@ -236,6 +241,7 @@ impl Raw {
 struct Builder {
     /// Anchor id to its node; `None` while the node is still being read.
     anchors: HashMap<usize, Option<Rc<Raw>>>,
+    depth: usize,
 }
 
 type Events<'a> = Parser<'a, saphyr_parser::StrInput<'a>>;
@@ -264,6 +270,9 @@ impl Builder {
         line: usize,
         events: &mut Events,
     ) -> Result<Rc<Raw>, YamlError> {
+        if self.depth > MAX_DEPTH {
+            return Err(syntax(line, "collections nest too deeply"));
+        }
         let shared = std::cell::Cell::new(false);
         let (anchor, raw) = match event {
             Event::Alias(id) => {
@@ -297,7 +306,10 @@ impl Builder {
                     if matches!(event, Event::SequenceEnd) {
                         break;
                     }
-                    items.push(self.node(event, at, events)?);
+                    self.depth += 1;
+                    let item = self.node(event, at, events);
+                    self.depth -= 1;
+                    items.push(item?);
                 }
                 (
                     anchor,
@@ -316,10 +328,14 @@ impl Builder {
                     if matches!(event, Event::MappingEnd) {
                         break;
                     }
-                    let key = self.node(event, at, events)?;
-                    let (event, at) = next(events)?;
-                    let value = self.node(event, at, events)?;
-                    pairs.push((key, value));
+                    self.depth += 1;
+                    let key = self.node(event, at, events);
+                    let value = key.and_then(|key| {
+                        let (event, at) = next(events)?;
+                        Ok((key, self.node(event, at, events)?))
+                    });
+                    self.depth -= 1;
+                    pairs.push(value?);
                 }
                 (
                     anchor,
@@ -387,6 +403,7 @@ fn short_tag(tag: &Tag) -> String {
 struct Decoder {
     notes: Vec<Note>,
     budget: usize,
+    depth: usize,
 }
 
 impl Decoder {
@@ -395,6 +412,19 @@ impl Decoder {
             line: Some(raw.line()),
             message: "the document expands to too many nodes through its aliases".into(),
         })?;
+        if self.depth > MAX_DEPTH {
+            return Err(syntax(
+                raw.line(),
+                "collections nest too deeply (through aliases)",
+            ));
+        }
+        self.depth += 1;
+        let node = self.decode(raw, at);
+        self.depth -= 1;
+        node
+    }
+
+    fn decode(&mut self, raw: &Raw, at: &str) -> Result<Node, YamlError> {
         let value = match raw {
             Raw::Scalar {
                 text, plain, tag, ..
@@ -649,6 +679,8 @@ mod tests {
             "a: {<<: 3}\n",
             "? [a]\n: b\n",
             "a: !!int nope\n",
+            &"[".repeat(10_000),
+            &format!("{}x{}", "[".repeat(500), "]".repeat(500)),
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
