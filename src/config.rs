@@ -5,8 +5,11 @@
 //! appended block when the supervisor injects one), never a re-serialisation, because litestream
 //! parses YAML 1.1 and a round trip through another YAML dialect can change meanings.
 
+pub(crate) mod document;
 mod duration;
+mod placeholder;
 mod rules;
+mod schema;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -158,39 +161,52 @@ impl LitestreamConfig {
     /// entry. Only ever given to `ltx` and `restore`, never to `replicate` (which reads the
     /// user's own bytes).
     pub fn for_dir_file(&self, dir: &std::path::Path, file: &std::path::Path) -> Option<Self> {
-        use serde_yaml::Value;
+        use document::{Node, Value};
         let rel = file.strip_prefix(dir).ok()?.to_str()?.to_string();
-        let mut root: Value = serde_yaml::from_str(&self.yaml).ok()?;
-        let entry = root
-            .get("dbs")?
-            .as_sequence()?
-            .iter()
-            .find(|d| {
-                d.get("dir")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| crate::runtime::litestream_path(d) == dir)
-            })?
-            .clone();
+        // The merged view (anchors, aliases and merge keys resolved), written anew.
+        let Value::Map(mut top) = document::parse(&self.yaml).ok()?.root?.value else {
+            return None;
+        };
+        let dbs = top.iter().find(|(k, _)| k == "dbs")?.1.as_seq()?;
+        let entry = dbs.iter().find(|d| {
+            d.get("dir")
+                .and_then(Node::text)
+                .is_some_and(|d| crate::runtime::litestream_path(d) == dir)
+        })?;
         let mut replica = match (entry.get("replica"), entry.get("replicas")) {
             (Some(r), _) => r.clone(),
-            (None, Some(Value::Sequence(rs))) => rs.first()?.clone(),
+            (None, Some(rs)) => rs.as_seq()?.first()?.clone(),
             _ => return None,
         };
+        let Value::Map(map) = &mut replica.value else {
+            return None;
+        };
         let join = |base: &str| format!("{}/{rel}", base.trim_end_matches('/'));
-        let map = replica.as_mapping_mut()?;
-        if let Some(url) = map.get("url").and_then(Value::as_str).map(join) {
-            map.insert("url".into(), url.into());
-        } else {
-            let base = map.get("path").and_then(Value::as_str).unwrap_or("");
-            map.insert("path".into(), join(base).into());
+        let text = |map: &[(String, Node)], key: &str| {
+            map.iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.text().map(str::to_owned))
+        };
+        let (key, value) = match text(map, "url") {
+            Some(url) => ("url", join(&url)),
+            None => ("path", join(&text(map, "path").unwrap_or_default())),
+        };
+        map.retain(|(k, _)| k != key);
+        map.push((key.into(), Node::string(value)));
+        let db = Node::map(vec![
+            ("path".into(), Node::string(file.to_string_lossy())),
+            ("replica".into(), replica),
+        ]);
+        top.retain(|(k, _)| k != "socket");
+        for (k, v) in top.iter_mut() {
+            if k == "dbs" {
+                *v = Node {
+                    value: Value::Seq(vec![db.clone()]),
+                    ..v.clone()
+                };
+            }
         }
-        let mut db = serde_yaml::Mapping::new();
-        db.insert("path".into(), file.to_string_lossy().into_owned().into());
-        db.insert("replica".into(), replica);
-        let top = root.as_mapping_mut()?;
-        top.remove("socket");
-        top.insert("dbs".into(), Value::Sequence(vec![Value::Mapping(db)]));
-        let yaml = serde_yaml::to_string(&root).ok()?;
+        let yaml = document::to_yaml(&Node::map(top));
         LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).ok()
     }
 
@@ -235,7 +251,8 @@ pub fn default_yaml(db: &std::path::Path, replica: &str) -> String {
     )
 }
 
-/// A double-quoted YAML scalar (escapes `\` and `"`), so any path or URL reads back as itself.
+/// A double-quoted YAML scalar (`\`, `"`, control characters and line separators escaped), so
+/// any path, URL or secret reads back as itself.
 pub(crate) fn yaml_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -243,6 +260,12 @@ pub(crate) fn yaml_quote(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -255,21 +278,38 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    /// The text at `dbs[0].replica.KEY` of `yaml`, and at the root key `root`.
+    fn replica_and_root(yaml: &str, key: &str, root: &str) -> (Option<String>, Option<String>) {
+        let doc = document::parse(yaml).unwrap().root.unwrap();
+        let replica = doc.get("dbs").unwrap().as_seq().unwrap()[0]
+            .get("replica")
+            .unwrap();
+        let text = |n: Option<&document::Node>| n.and_then(|n| n.text()).map(str::to_owned);
+        (text(replica.get(key)), text(doc.get(root)))
+    }
+
     #[test]
     fn a_dir_file_gets_its_own_place_in_the_replica() {
-        let yaml = "access-key-id: AK\ndbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n    replica:\n      type: s3\n      bucket: b\n      path: backups/\n  - dir: /data/other\n    pattern: \"*.db\"\n    replica:\n      url: s3://b/other\n";
+        let yaml = "access-key-id: AK\ns3: &s3 {type: s3, bucket: b}\ndbs:\n  - dir: /data/tenants\n    pattern: \"*.db\"\n    replica:\n      <<: *s3\n      path: backups/\n  - dir: /data/other\n    pattern: \"*.db\"\n    replica:\n      url: s3://b/other\n";
         let config = LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).unwrap();
         let one = config
             .for_dir_file(Path::new("/data/tenants"), Path::new("/data/tenants/a.db"))
             .unwrap();
         assert_eq!(one.dbs(), &[DbTarget::Path("/data/tenants/a.db".into())]);
-        assert!(one.yaml().contains("path: backups/a.db"), "{}", one.yaml());
-        assert!(one.yaml().contains("access-key-id: AK"));
+        let (path, key) = replica_and_root(one.yaml(), "path", "access-key-id");
+        assert_eq!(path.as_deref(), Some("backups/a.db"), "{}", one.yaml());
+        assert_eq!(key.as_deref(), Some("AK"));
+        // Written from the merged view: the anchor's keys are in the replica itself.
+        let (bucket, _) = replica_and_root(one.yaml(), "bucket", "");
+        assert_eq!(bucket.as_deref(), Some("b"), "{}", one.yaml());
+        assert!(!one.yaml().contains("<<"));
         let other = config
             .for_dir_file(Path::new("/data/other"), Path::new("/data/other/x.db"))
             .unwrap();
-        assert!(
-            other.yaml().contains("url: s3://b/other/x.db"),
+        let (url, _) = replica_and_root(other.yaml(), "url", "");
+        assert_eq!(
+            url.as_deref(),
+            Some("s3://b/other/x.db"),
             "{}",
             other.yaml()
         );

@@ -6,8 +6,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_yaml::Value;
 use zeroize::Zeroizing;
+
+use crate::config::document::{self, Node, Value};
 
 /// Config keys whose values are credentials.
 pub const SECRET_KEYS: &[&str] = &[
@@ -45,8 +46,12 @@ impl Redactor {
     /// Collects the secrets of a litestream config (even one that does not validate).
     pub fn from_yaml(yaml: &str) -> Self {
         let mut secrets = Vec::new();
-        match serde_yaml::from_str::<Value>(yaml) {
-            Ok(v) => collect(&v, None, &mut secrets),
+        match document::parse(yaml) {
+            Ok(doc) => {
+                if let Some(root) = &doc.root {
+                    collect(root, None, &mut secrets);
+                }
+            }
             Err(_) => scan_lines(yaml, &mut secrets),
         }
         url_passwords(yaml, &mut secrets);
@@ -71,20 +76,20 @@ impl Redactor {
     }
 }
 
-fn collect(v: &Value, key: Option<&str>, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) if key.is_some_and(|k| SECRET_KEYS.contains(&k)) => out.push(s.clone()),
-        Value::Number(n) if key.is_some_and(|k| SECRET_KEYS.contains(&k)) => {
-            out.push(n.to_string())
+/// The text of every scalar under a secret key (the merged view: a secret in an anchor is
+/// found through the anchor itself).
+fn collect(v: &Node, key: Option<&str>, out: &mut Vec<String>) {
+    match &v.value {
+        Value::Scalar(_) if key.is_some_and(|k| SECRET_KEYS.contains(&k)) => {
+            out.extend(v.text().map(str::to_owned))
         }
-        Value::Sequence(items) => items.iter().for_each(|i| collect(i, key, out)),
-        Value::Mapping(m) => {
+        Value::Seq(items) => items.iter().for_each(|i| collect(i, key, out)),
+        Value::Map(m) => {
             for (k, item) in m {
-                collect(item, k.as_str(), out);
+                collect(item, Some(k), out);
             }
         }
-        Value::Tagged(t) => collect(&t.value, key, out),
-        _ => {}
+        Value::Scalar(_) => {}
     }
 }
 

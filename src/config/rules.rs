@@ -1,11 +1,22 @@
 //! The validation rules of a litestream config, each failure naming its key and what to do.
+//!
+//! They follow litestream 0.5.17: whatever `litestream databases -no-expand-env` refuses from the
+//! config alone is refused here too (its yaml.v2 type errors, `Config.Validate`,
+//! `NewDBFromConfig`, `NewReplicaFromConfig`), and so is a little more on purpose: `exec:`,
+//! `mcp-addr:`, placeholders, bare-number durations, repeated keys, an unknown log level, an
+//! empty config, a metrics `addr` without a port. What depends on the machine (a bucket that
+//! does not exist, an `sse-customer-key-path` file, a `dir:` with no database in it) is left to
+//! litestream itself (`config check` asks it).
+
+mod replica;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
-
+use super::document::{self, Kind, Node, Note, Value};
 use super::duration::parse_go_duration;
+use super::placeholder;
+use super::schema::{type_of, Section, Type};
 use super::{DbTarget, Problem, SocketSection, Strictness};
 
 /// What validation found, and the facts the supervisor reads from a valid config.
@@ -26,148 +37,41 @@ pub(super) struct Facts {
     pub meta_paths: Vec<(PathBuf, PathBuf)>,
 }
 
-/// The sections of the config, for the table of known keys.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Section {
-    Root,
-    Socket,
-    Level,
-    Snapshot,
-    Validation,
-    Retention,
-    Logging,
-    Db,
-    Replica,
-    Age,
-}
-
-enum Kind {
-    Scalar,
-    Duration,
-    Map(Section),
-    List(Section),
-}
-
-/// Replica types litestream 0.5 knows.
-pub const REPLICA_TYPES: &[&str] = &["file", "s3", "gs", "abs", "sftp", "nats", "oss", "webdav"];
-
-/// Settings allowed on each replica, and globally as defaults for all replicas.
-const REPLICA_SETTINGS: &[&str] = &[
-    "max-sync-ltx-files",
-    "auto-recover",
-    "access-key-id",
-    "secret-access-key",
-    "region",
-    "bucket",
-    "endpoint",
-    "force-path-style",
-    "sign-payload",
-    "require-content-md5",
-    "skip-verify",
-    "storage-class",
-    "part-size",
-    "concurrency",
-    "sse-customer-algorithm",
-    "sse-customer-key",
-    "sse-customer-key-path",
-    "sse-kms-key-id",
-    "account-name",
-    "account-key",
-    "sas-token",
-    "host",
-    "user",
-    "password",
-    "key-path",
-    "concurrent-writes",
-    "host-key",
-    "webdav-url",
-    "webdav-username",
-    "webdav-password",
-    "jwt",
-    "seed",
-    "creds",
-    "nkey",
-    "username",
-    "token",
-    "tls",
-    "root-cas",
-    "client-cert",
-    "client-key",
-    "max-reconnects",
-];
-const REPLICA_DURATIONS: &[&str] = &[
-    "sync-interval",
-    "validation-interval",
-    "reconnect-wait",
-    "timeout",
-];
-
-fn kind_of(section: Section, key: &str) -> Option<Kind> {
-    use Kind::*;
-    use Section as S;
-    let replica_setting = |key: &str| {
-        if REPLICA_DURATIONS.contains(&key) {
-            Some(Duration)
-        } else if key == "age" {
-            Some(Map(S::Age))
-        } else if REPLICA_SETTINGS.contains(&key) {
-            Some(Scalar)
-        } else {
-            None
-        }
-    };
-    match (section, key) {
-        (S::Root, "addr" | "heartbeat-url" | "verify-compaction" | "exec" | "mcp-addr") => {
-            Some(Scalar)
-        }
-        (S::Root, "socket") => Some(Map(S::Socket)),
-        (S::Root, "levels") => Some(List(S::Level)),
-        (S::Root, "snapshot") | (S::Db, "snapshot") => Some(Map(S::Snapshot)),
-        (S::Root, "validation") => Some(Map(S::Validation)),
-        (S::Root, "retention") => Some(Map(S::Retention)),
-        (S::Root, "logging") => Some(Map(S::Logging)),
-        (S::Root, "dbs") => Some(List(S::Db)),
-        (
-            S::Root,
-            "l0-retention"
-            | "l0-retention-check-interval"
-            | "heartbeat-interval"
-            | "shutdown-sync-timeout"
-            | "shutdown-sync-interval",
-        ) => Some(Duration),
-        (S::Root, k) => replica_setting(k),
-        (S::Socket, "enabled" | "path" | "permissions") => Some(Scalar),
-        (S::Level, "interval") | (S::Validation, "interval") => Some(Duration),
-        (S::Snapshot, "interval" | "retention") => Some(Duration),
-        (S::Retention, "enabled") => Some(Scalar),
-        (S::Logging, "level" | "type" | "stderr" | "source") => Some(Scalar),
-        (
-            S::Db,
-            "path"
-            | "dir"
-            | "pattern"
-            | "recursive"
-            | "watch"
-            | "meta-path"
-            | "meta-dir"
-            | "min-checkpoint-page-count"
-            | "truncate-page-n"
-            | "max-sync-wal-bytes"
-            | "restore-if-db-not-exists",
-        ) => Some(Scalar),
-        (S::Db, "monitor-interval" | "checkpoint-interval" | "busy-timeout") => Some(Duration),
-        (S::Db, "replica") => Some(Map(S::Replica)),
-        (S::Db, "replicas") => Some(List(S::Replica)),
-        (S::Replica, "type" | "name" | "path" | "url") => Some(Scalar),
-        (S::Replica, k) => replica_setting(k),
-        (S::Age, "identities" | "recipients") => Some(Scalar),
-        _ => None,
-    }
-}
+/// litestream's floor for `heartbeat-interval` (`MinHeartbeatInterval`).
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 
 struct Checker {
     strictness: Strictness,
     report: Report,
+}
+
+/// Runs every rule over `yaml`.
+pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
+    let mut checker = Checker {
+        strictness,
+        report: Report::default(),
+    };
+    match document::parse(yaml) {
+        Ok(doc) => {
+            checker.notes(&doc.notes);
+            match doc.root {
+                Some(root) if root.as_map().is_some() => checker.root(&root),
+                Some(root) if !root.is_null() => checker.error(
+                    "(root)",
+                    format!(
+                        "the config must be a mapping of keys, found {}",
+                        describe(&root)
+                    ),
+                ),
+                _ => checker.error(
+                    "(root)",
+                    "the config is empty: it needs at least a `dbs:` list",
+                ),
+            }
+        }
+        Err(e) => checker.error("(root)", format!("is not valid YAML: {}", e.message)),
+    }
+    checker.report
 }
 
 impl Checker {
@@ -185,15 +89,36 @@ impl Checker {
         });
     }
 
+    fn notes(&mut self, notes: &[Note]) {
+        for note in notes {
+            match note {
+                // Our policy: yaml.v2 keeps the last one without a word.
+                Note::Duplicate { at, key, line } => {
+                    let place = if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" in {at}")
+                    };
+                    self.error(
+                        "(root)",
+                        format!("duplicate key `{key}`{place} at line {line}: litestream would silently keep only the last one; keep one"),
+                    );
+                }
+                Note::MergeOverrides { at, key, line } => self.warn(
+                    &join(at, key),
+                    format!("is set at line {line}, but the `<<` merge below it sets it too and wins (litestream applies a mapping's keys in order): put `<<` first"),
+                ),
+            }
+        }
+    }
+
     /// Checks every key of `map` against the table for `section`, recursing into sections.
-    fn walk(&mut self, map: &Mapping, section: Section, at: &str) {
-        for (k, v) in map {
-            let Some(name) = k.as_str() else {
-                self.error(at, format!("keys must be strings, found {}", describe(k)));
-                continue;
-            };
+    fn walk(&mut self, map: &[(String, Node)], section: Section, at: &str) {
+        for (name, v) in map {
             let key = join(at, name);
-            match kind_of(section, name) {
+            match type_of(section, name) {
+                // A key that only holds an anchor used elsewhere is a template, not a mistake.
+                None if v.shared => {}
                 None => {
                     let message = format!(
                         "unknown key `{name}` (litestream ignores it silently): check its spelling and indentation"
@@ -203,181 +128,344 @@ impl Checker {
                         Strictness::Lenient => self.warn(&key, message),
                     }
                 }
-                Some(Kind::Scalar) => {}
-                Some(Kind::Duration) => {
-                    if let Some(d) = self.duration(&key, v) {
-                        if name == "sync-interval" {
-                            let longest = self.report.facts.sync_interval.unwrap_or_default();
-                            self.report.facts.sync_interval = Some(longest.max(d));
-                        }
-                    }
-                }
-                Some(Kind::Map(inner)) => match v {
-                    Value::Mapping(m) => self.walk(m, inner, &key),
-                    Value::Null => {}
-                    other => self.error(
-                        &key,
-                        format!("must be a mapping, found {}", describe(other)),
-                    ),
-                },
-                Some(Kind::List(inner)) => match v {
-                    Value::Sequence(items) => {
-                        for (i, item) in items.iter().enumerate() {
-                            let item_key = format!("{key}[{i}]");
-                            match item {
-                                Value::Mapping(m) => self.walk(m, inner, &item_key),
-                                other => self.error(
-                                    &item_key,
-                                    format!("must be a mapping, found {}", describe(other)),
-                                ),
-                            }
-                        }
-                    }
-                    Value::Null => {}
-                    other => self.error(&key, format!("must be a list, found {}", describe(other))),
-                },
+                Some(t) => self.typed(&key, name, v, t),
             }
         }
     }
 
-    fn duration(&mut self, key: &str, v: &Value) -> Option<Duration> {
-        match v {
-            Value::String(s) => {
-                match parse_go_duration(s) {
-                    Some(d) => Some(d),
-                    None => {
-                        self.error(key, format!("`{s}` is not a duration: write it like \"1s\", \"500ms\" or \"5m\""));
-                        None
+    /// yaml.v2's type check of `v` for a field of type `t`: litestream refuses the whole config
+    /// on a mismatch. A null is Go's zero value and fits every type.
+    fn typed(&mut self, key: &str, name: &str, v: &Node, t: Type) {
+        if v.is_null() {
+            return;
+        }
+        let kind = v.as_scalar().map(|s| s.kind);
+        match t {
+            Type::Str | Type::Bytes if kind.is_none() => self.error(
+                key,
+                format!("must be a single value, found {}", describe(v)),
+            ),
+            Type::Str => {}
+            Type::Bytes => {
+                let text = v.text().unwrap_or_default();
+                if parse_byte_size(text).is_none() {
+                    self.error(
+                        key,
+                        format!(
+                            "`{text}` is not a size: write it like \"5MB\", \"8MiB\" or 5242880"
+                        ),
+                    );
+                }
+            }
+            Type::Bool if kind.is_some_and(|k| matches!(k, Kind::Bool(_))) => {}
+            Type::Bool => self.error(
+                key,
+                format!(
+                    "must be true or false, found {}{}",
+                    shown(v),
+                    quoted_hint(v)
+                ),
+            ),
+            Type::Int => match kind {
+                Some(Kind::Int(i)) if i64::try_from(i).is_ok() => {}
+                Some(Kind::Float(f)) if f.is_finite() => {}
+                _ => self.error(
+                    key,
+                    format!(
+                        "must be a whole number, found {}{}",
+                        shown(v),
+                        quoted_hint(v)
+                    ),
+                ),
+            },
+            Type::Mode => match kind {
+                Some(Kind::Int(i)) if u32::try_from(i).is_ok() => {
+                    let text = v.text().unwrap_or_default();
+                    let octal_digits = text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                    if !text.starts_with('0') && octal_digits && i > 7 {
+                        self.warn(
+                            key,
+                            format!("`{text}` is decimal to litestream (mode {i:o} in octal): write 0{text} for the file mode {text}"),
+                        );
+                    }
+                }
+                _ => self.error(
+                    key,
+                    format!(
+                        "must be a file mode such as 0600 (unquoted: octal), found {}{}",
+                        shown(v),
+                        quoted_hint(v)
+                    ),
+                ),
+            },
+            Type::Duration => {
+                if let Some(d) = self.duration(key, v) {
+                    if name == "sync-interval" {
+                        let longest = self.report.facts.sync_interval.unwrap_or_default();
+                        self.report.facts.sync_interval = Some(longest.max(d));
                     }
                 }
             }
-            Value::Number(n) => {
+            Type::List => match v.as_seq() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if item.as_scalar().is_none() {
+                            self.error(
+                                &format!("{key}[{i}]"),
+                                format!("must be a single value, found {}", describe(item)),
+                            );
+                        }
+                    }
+                }
+                None => self.error(
+                    key,
+                    format!("must be a list (`[a, b]`), found {}", describe(v)),
+                ),
+            },
+            Type::Map(inner) => match v.as_map() {
+                Some(m) => self.walk(m, inner, key),
+                None => self.error(key, format!("must be a mapping, found {}", describe(v))),
+            },
+            Type::Maps(inner) => match v.as_seq() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let item_key = format!("{key}[{i}]");
+                        match item.as_map() {
+                            Some(m) => self.walk(m, inner, &item_key),
+                            None if item.is_null() => self.error(
+                                &item_key,
+                                "is an empty entry (litestream crashes on it): remove the `-` or fill it in",
+                            ),
+                            None => self.error(
+                                &item_key,
+                                format!("must be a mapping, found {}", describe(item)),
+                            ),
+                        }
+                    }
+                }
+                None => self.error(key, format!("must be a list, found {}", describe(v))),
+            },
+        }
+    }
+
+    fn duration(&mut self, key: &str, v: &Node) -> Option<Duration> {
+        match v.as_scalar().map(|s| s.kind) {
+            // yaml.v2 reads a number into a time.Duration as nanoseconds: refused on purpose.
+            Some(Kind::Int(_) | Kind::Float(_)) => {
+                let n = v.text().unwrap_or_default();
                 self.error(
                     key,
                     format!("a bare number ({n}) means nanoseconds to litestream: write a duration with its unit, like \"{n}s\""),
                 );
                 None
             }
-            other => {
+            Some(Kind::Str) => {
+                let s = v.text().unwrap_or_default();
+                let parsed = parse_go_duration(s);
+                if parsed.is_none() {
+                    let why = if s.trim_start().starts_with('-') {
+                        "is negative: litestream needs a positive duration".to_string()
+                    } else {
+                        "is not a duration: write it like \"1s\", \"500ms\" or \"5m\"".to_string()
+                    };
+                    self.error(key, format!("`{s}` {why}"));
+                }
+                parsed
+            }
+            _ => {
                 self.error(
                     key,
-                    format!("must be a duration like \"1s\", found {}", describe(other)),
+                    format!("must be a duration like \"1s\", found {}", describe(v)),
                 );
                 None
             }
         }
     }
 
-    /// Rejects `$NAME` and `${NAME}` anywhere: the stored config must be self-contained.
-    fn no_env_vars(&mut self, v: &Value, at: &str) {
-        match v {
-            Value::String(s) if has_env_reference(s) => self.error(
-                at,
-                "contains environment-variable syntax ($NAME or ${NAME}): the stored config must be self-contained, put the value itself in the config",
-            ),
-            Value::Sequence(items) => {
+    /// Refuses placeholder-shaped `$NAME` and `${NAME}` in values ([`placeholder`]).
+    fn no_placeholders(&mut self, v: &Node, key: Option<&str>, at: &str) {
+        match &v.value {
+            Value::Scalar(s) => {
+                let credential = key.is_some_and(|k| crate::redact::SECRET_KEYS.contains(&k));
+                match placeholder::find(&s.text, credential) {
+                    Some(_) if credential => self.error(
+                        at,
+                        "the value is shaped like an environment-variable placeholder ($NAME or ${NAME}), but litestream runs with -no-expand-env and would use it as the secret itself: write the secret itself (the stored config is encrypted)",
+                    ),
+                    Some(p) => self.error(
+                        at,
+                        format!("`{p}` is shaped like an environment-variable placeholder, but litestream runs with -no-expand-env and would read it as text: write the value itself (a `$` that is part of a value, as in a password, is fine)"),
+                    ),
+                    None => {}
+                }
+            }
+            Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    self.no_env_vars(item, &format!("{at}[{i}]"));
+                    self.no_placeholders(item, key, &format!("{at}[{i}]"));
                 }
             }
-            Value::Mapping(m) => {
-                for (k, item) in m {
-                    let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
-                    self.no_env_vars(item, &join(at, &name));
+            Value::Map(m) => {
+                for (name, item) in m {
+                    self.no_placeholders(item, Some(name), &join(at, name));
                 }
             }
-            Value::Tagged(t) => self.no_env_vars(&t.value, at),
-            _ => {}
         }
     }
 
-    fn root(&mut self, root: &Mapping, text: &str) {
-        self.walk(root, Section::Root, "");
-        // Most configs hold no `$` at all: then there is nothing to look for.
-        if text.contains('$') {
-            for (k, item) in root {
-                let name = k.as_str().map(str::to_owned).unwrap_or_else(|| describe(k));
-                self.no_env_vars(item, &name);
-            }
+    fn root(&mut self, root: &Node) {
+        let entries = root.as_map().unwrap_or_default();
+        self.walk(entries, Section::Root, "");
+        for (name, item) in entries {
+            self.no_placeholders(item, Some(name), name);
         }
-        if root.contains_key("exec") {
+        if root
+            .get("exec")
+            .and_then(Node::text)
+            .is_some_and(|t| !t.is_empty())
+        {
             self.error(
                 "exec",
                 "is not supported: rip-litestream is the process manager, run the application with `rip-litestream run -- APP ARGS...`",
             );
         }
-        if root.contains_key("mcp-addr") {
+        if root
+            .get("mcp-addr")
+            .and_then(Node::text)
+            .is_some_and(|t| !t.is_empty())
+        {
             self.error(
                 "mcp-addr",
                 "is not supported: it re-reads the config from disk and exposes control over HTTP; remove it",
             );
         }
-        if let Some(addr) = root.get("addr").and_then(Value::as_str) {
-            if !is_loopback_addr(addr) {
-                self.warn(
-                    "addr",
-                    format!("`{addr}` is not a loopback address: the metrics server also serves /debug/pprof; bind it to 127.0.0.1"),
-                );
-            }
+        if let Some(addr) = root
+            .get("addr")
+            .and_then(Node::text)
+            .filter(|a| !a.is_empty())
+        {
+            self.addr(addr);
         }
-        if let Some(Value::Mapping(logging)) = root.get("logging") {
+        if let Some(logging) = root.get("logging").filter(|l| l.as_map().is_some()) {
             self.logging(logging);
         }
-        if let Some(Value::Mapping(socket)) = root.get("socket") {
+        if let Some(socket) = root.get("socket").filter(|s| s.as_map().is_some()) {
             self.report.facts.socket = Some(SocketSection {
-                enabled: socket.get("enabled").map(yaml11_true).unwrap_or(false),
-                path: socket
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .map(PathBuf::from),
+                enabled: socket
+                    .get("enabled")
+                    .and_then(Node::as_bool)
+                    .unwrap_or(false),
+                path: socket.get("path").and_then(Node::text).map(PathBuf::from),
             });
         }
-        if let Some(Value::String(s)) = root.get("shutdown-sync-timeout") {
-            self.report.facts.shutdown_sync_timeout = parse_go_duration(s);
-        }
-        match root.get("dbs") {
-            Some(Value::Sequence(dbs)) if !dbs.is_empty() => {
-                for (i, db) in dbs.iter().enumerate() {
-                    if let Value::Mapping(db) = db {
-                        self.db(db, &format!("dbs[{i}]"));
-                    }
+        self.report.facts.shutdown_sync_timeout = duration_at(root, &["shutdown-sync-timeout"]);
+        self.positive(root, "", &["snapshot", "interval"]);
+        self.positive(root, "", &["snapshot", "retention"]);
+        self.positive(root, "", &["l0-retention-check-interval"]);
+        self.positive(root, "", &["shutdown-sync-interval"]);
+        self.heartbeat(root);
+        if let Some(levels) = root.get("levels").and_then(Node::as_seq) {
+            for (i, level) in levels.iter().enumerate() {
+                let at = format!("levels[{i}]");
+                match level.get("interval").filter(|v| !v.is_null()) {
+                    Some(_) => self.positive(level, &at, &["interval"]),
+                    None if level.as_map().is_some() => self.error(
+                        &join(&at, "interval"),
+                        "is missing: every compaction level needs an interval, such as \"5m\"",
+                    ),
+                    None => {}
                 }
             }
-            Some(Value::Sequence(_)) | Some(Value::Null) | None => self.error(
+        }
+        match root.get("dbs").map(|d| (d, d.as_seq())) {
+            Some((_, Some(dbs))) if !dbs.is_empty() => {
+                for (i, db) in dbs.iter().enumerate() {
+                    if db.as_map().is_some() {
+                        self.db(db, root, &format!("dbs[{i}]"));
+                    }
+                }
+                self.snapshot_conflicts(dbs, "interval");
+                self.snapshot_conflicts(dbs, "retention");
+            }
+            Some((d, None)) if !d.is_null() => {} // reported by walk
+            _ => self.error(
                 "dbs",
                 "no database to replicate: add a `dbs:` list with at least one `- path: /path/to/app.db` and its `replica:`",
             ),
-            Some(_) => {} // reported by walk
         }
     }
 
-    fn logging(&mut self, logging: &Mapping) {
-        if let Some(level) = logging.get("level") {
-            let ok = level
-                .as_str()
-                .map(|l| {
-                    matches!(
-                        l.to_ascii_lowercase().as_str(),
-                        "trace" | "debug" | "info" | "warn" | "warning" | "error"
-                    )
-                })
-                .unwrap_or(false);
+    /// litestream refuses zero for `path` (negative durations are refused as durations).
+    fn positive(&mut self, node: &Node, at: &str, path: &[&str]) {
+        if duration_at(node, path) == Some(Duration::ZERO) {
+            self.error(
+                &join(at, &path.join(".")),
+                "must be greater than 0 (litestream refuses 0): remove it for the default or give a duration such as \"1m\"",
+            );
+        }
+    }
+
+    fn heartbeat(&mut self, root: &Node) {
+        if let Some(url) = root.get("heartbeat-url").and_then(Node::text) {
+            if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+                self.error(
+                    "heartbeat-url",
+                    "must be an http:// or https:// URL (litestream refuses anything else)",
+                );
+            }
+        }
+        if let Some(d) = duration_at(root, &["heartbeat-interval"]) {
+            if d < MIN_HEARTBEAT_INTERVAL {
+                self.error(
+                    "heartbeat-interval",
+                    format!("{} is below litestream's minimum of 1 minute (it refuses shorter ones, with or without `heartbeat-url`): use \"1m\" or more", humantime::format_duration(d)),
+                );
+            }
+        }
+    }
+
+    /// `addr:` for the metrics server: `replicate` refuses it without a port; off loopback it also
+    /// serves /debug/pprof.
+    fn addr(&mut self, addr: &str) {
+        let Some((host, port)) = split_host_port(addr) else {
+            self.error(
+                "addr",
+                format!("`{addr}` has no port: litestream refuses to start; write it as host:port, such as 127.0.0.1:9090"),
+            );
+            return;
+        };
+        if !is_loopback(host) {
+            self.warn(
+                "addr",
+                format!("`{addr}` is not a loopback address: the metrics server also serves /debug/pprof; bind it to 127.0.0.1:{port}"),
+            );
+        }
+    }
+
+    fn logging(&mut self, logging: &Node) {
+        if let Some(level) = logging.get("level").filter(|l| !l.is_null()) {
+            let ok = level.text().is_some_and(|l| {
+                matches!(
+                    l.to_ascii_lowercase().as_str(),
+                    "trace" | "debug" | "info" | "warn" | "warning" | "error"
+                )
+            });
+            // Our policy: litestream falls back to INFO without a word.
             if !ok {
                 self.error(
                     "logging.level",
                     format!(
-                        "{} is not a level: use trace, debug, info, warn or error",
+                        "{} is not a level (litestream would silently log at INFO): use trace, debug, info, warn or error",
                         shown(level)
                     ),
                 );
             }
         }
-        if let Some(kind) = logging.get("type") {
-            if !matches!(kind.as_str(), Some("text" | "json")) {
+        if let Some(kind) = logging.get("type").filter(|k| !k.is_null()) {
+            if !matches!(kind.text(), Some("text" | "json" | "pretty" | "")) {
                 self.error(
                     "logging.type",
                     format!(
-                        "{} is not a log format (litestream would panic): use text or json",
+                        "{} is not a log format (litestream would panic): use text, json or pretty",
                         shown(kind)
                     ),
                 );
@@ -385,15 +473,9 @@ impl Checker {
         }
     }
 
-    fn db(&mut self, db: &Mapping, at: &str) {
-        let path = db
-            .get("path")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        let dir = db
-            .get("dir")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
+    fn db(&mut self, db: &Node, root: &Node, at: &str) {
+        let text = |key: &str| db.get(key).and_then(Node::text).filter(|s| !s.is_empty());
+        let (path, dir) = (text("path"), text("dir"));
         match (path, dir) {
             (Some(_), Some(_)) => self.error(at, "has both `path` and `dir`: keep one (`path` for a file, `dir` + `pattern` for a directory)"),
             (None, None) => self.error(&join(at, "path"), "is missing: set `path` to the database file (or `dir` and `pattern` for a directory)"),
@@ -401,14 +483,14 @@ impl Checker {
                 // Paths as litestream resolves them (`~`, relative paths, `sqlite://`).
                 let p = crate::runtime::litestream_path(p);
                 self.report.facts.dbs.push(DbTarget::Path(p.clone()));
-                if let Some(meta) = db.get("meta-path").and_then(Value::as_str) {
+                if let Some(meta) = text("meta-path") {
                     self.report
                         .facts
                         .meta_paths
                         .push((p, crate::runtime::litestream_path(meta)));
                 }
             }
-            (None, Some(d)) => match db.get("pattern").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            (None, Some(d)) => match text("pattern") {
                 Some(pattern) => self.report.facts.dbs.push(DbTarget::Dir {
                     dir: crate::runtime::litestream_path(d),
                     pattern: pattern.into(),
@@ -416,196 +498,103 @@ impl Checker {
                 None => self.error(&join(at, "pattern"), "is missing: `dir` needs a file pattern such as \"*.db\""),
             },
         }
-        match (db.get("replica"), db.get("replicas")) {
+        if db.get("watch").and_then(Node::as_bool) == Some(true) && dir.is_none() {
+            self.error(
+                &join(at, "watch"),
+                "only works with `dir` (it watches a directory for new databases): remove it for a `path` database",
+            );
+        }
+        if text("meta-dir").is_some() {
+            let message = if text("meta-path").is_some() {
+                "is set together with `meta-path`: litestream refuses both; keep `meta-path`"
+            } else if dir.is_none() {
+                "only works with `dir`: for a single database set `meta-path`, the state directory itself"
+            } else {
+                // `replicate` takes it, but `databases` (what `config check` asks) refuses it.
+                "is refused by litestream 0.5.17's `databases` check even with `dir`, though `replicate` takes it: use `meta-path` instead (litestream derives each database's own state directory under it)"
+            };
+            self.error(&join(at, "meta-dir"), message);
+        }
+        self.positive(db, at, &["snapshot", "interval"]);
+        self.positive(db, at, &["snapshot", "retention"]);
+        // litestream sees no replica in a null `replica` or an empty `replicas` list.
+        let replica = db.get("replica").filter(|r| !r.is_null());
+        let replicas = db
+            .get("replicas")
+            .filter(|r| !r.is_null() && r.as_seq().is_none_or(|s| !s.is_empty()));
+        match (replica, replicas) {
             (Some(_), Some(_)) => {
                 self.error(at, "has both `replica` and `replicas`: keep only `replica`")
             }
             (None, None) => self.error(
                 &join(at, "replica"),
-                "is missing: add a `replica:` with a `type` (file, s3, ...) or a `url`",
+                "is missing: add a `replica:` with a `path` (a directory), a `url` such as s3://bucket/path, or a `type` and its settings",
             ),
-            (Some(Value::Mapping(r)), None) => self.replica(r, &join(at, "replica")),
-            (None, Some(Value::Sequence(rs))) => {
-                if rs.len() != 1 {
-                    self.error(
-                        &join(at, "replicas"),
-                        format!("has {} entries; litestream 0.5 supports exactly one replica per database: use a single `replica:`", rs.len()),
-                    );
-                } else if let Value::Mapping(r) = &rs[0] {
-                    self.replica(r, &format!("{at}.replicas[0]"));
+            (Some(r), None) => {
+                if r.as_map().is_some() {
+                    replica::check(self, r, root, &join(at, "replica"));
                 }
             }
-            (Some(Value::Null), None) | (None, Some(Value::Null)) => self.error(
-                &join(at, "replica"),
-                "is empty: give it a `type` (file, s3, ...) or a `url`",
-            ),
-            _ => {} // other wrong shapes are reported by walk
+            (None, Some(rs)) => match rs.as_seq() {
+                Some(rs) if rs.len() != 1 => self.error(
+                    &join(at, "replicas"),
+                    format!("has {} entries; litestream 0.5 supports exactly one replica per database: use a single `replica:`", rs.len()),
+                ),
+                Some(rs) if rs[0].as_map().is_some() => {
+                    replica::check(self, &rs[0], root, &format!("{at}.replicas[0]"))
+                }
+                _ => {} // wrong shapes: reported by walk
+            },
         }
     }
 
-    fn replica(&mut self, replica: &Mapping, at: &str) {
-        let url = replica
-            .get("url")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty());
-        match replica.get("type") {
-            Some(Value::String(t))
-                if t == "file"
-                    && url.is_none()
-                    && replica.get("path").and_then(Value::as_str).is_none() =>
-            {
-                self.error(
-                    &join(at, "path"),
-                    "is missing: a file replica needs the directory it writes to",
-                );
-            }
-            Some(Value::String(t)) if REPLICA_TYPES.contains(&t.as_str()) => {}
-            Some(t) => self.error(
-                &join(at, "type"),
-                format!(
-                    "{} is not a replica type: use one of {}",
-                    shown(t),
-                    REPLICA_TYPES.join(", ")
-                ),
-            ),
-            None if url.is_none() => self.error(
-                &join(at, "type"),
-                format!(
-                    "is missing: set `type` ({}) or a `url` such as s3://bucket/path",
-                    REPLICA_TYPES.join(", ")
-                ),
-            ),
-            None => {}
-        }
-        if let Some(url) = url {
-            let scheme = url.split_once("://").map(|(s, _)| s);
-            let known = matches!(
-                scheme,
-                Some("file" | "s3" | "gs" | "abs" | "sftp" | "nats" | "oss" | "webdav" | "webdavs")
-            );
-            if !known {
-                self.error(
-                    &join(at, "url"),
-                    "is not a replica URL: use a scheme litestream knows, such as s3://bucket/path or file:///backups/app",
-                );
+    /// litestream keeps one snapshot interval (and retention) for all databases: two databases
+    /// setting different ones is refused.
+    fn snapshot_conflicts(&mut self, dbs: &[Node], what: &str) {
+        let mut first: Option<(usize, Duration)> = None;
+        for (i, db) in dbs.iter().enumerate() {
+            let Some(d) = duration_at(db, &["snapshot", what]) else {
+                continue;
+            };
+            match first {
+                None => first = Some((i, d)),
+                Some((j, e)) if e != d => {
+                    self.error(
+                        &format!("dbs[{i}].snapshot.{what}"),
+                        format!("differs from dbs[{j}].snapshot.{what} ({} vs {}): litestream has one snapshot {what} for all databases; set the same value, or `snapshot.{what}` once at the top level", humantime::format_duration(d), humantime::format_duration(e)),
+                    );
+                }
+                Some(_) => {}
             }
         }
     }
 }
 
-/// Runs every rule over `yaml`.
-pub(super) fn check(yaml: &str, strictness: Strictness) -> Report {
-    let mut checker = Checker {
-        strictness,
-        report: Report::default(),
-    };
-    match serde_yaml::from_str::<Value>(yaml) {
-        Ok(Value::Mapping(root)) => checker.root(&root, yaml),
-        Ok(Value::Null) => checker.error(
-            "(root)",
-            "the config is empty: it needs at least a `dbs:` list",
-        ),
-        Ok(other) => checker.error(
-            "(root)",
-            format!(
-                "the config must be a mapping of keys, found {}",
-                describe(&other)
-            ),
-        ),
-        Err(e) => checker.error("(root)", scrub_yaml_error(&e)),
-    }
-    checker.report
-}
-
-/// A YAML error message without the offending content (it may hold a secret), keeping the
-/// position.
-fn scrub_yaml_error(e: &serde_yaml::Error) -> String {
-    // serde_yaml's duplicate-key message names the key (not a value): keep it.
-    let text = e.to_string();
-    if let Some((place, rest)) = text.split_once("duplicate entry with key ") {
-        let key = rest.split(" at ").next().unwrap_or(rest);
-        let place = place.trim_end_matches(": ");
-        let place = if place.is_empty() {
-            String::new()
-        } else {
-            format!(" in {place}")
-        };
-        return format!(
-            "duplicate key {key}{place}{}: litestream would silently keep only the last one; keep one",
-            e.location()
-                .map(|l| format!(" at line {}", l.line()))
-                .unwrap_or_default()
-        );
-    }
-    match e.location() {
-        Some(loc) => format!(
-            "is not valid YAML: syntax error at line {} column {}",
-            loc.line(),
-            loc.column()
-        ),
-        None => "is not valid YAML: syntax error".into(),
+/// The duration at `path` under `node`, when it is a valid duration string.
+fn duration_at(node: &Node, path: &[&str]) -> Option<Duration> {
+    let v = path.iter().try_fold(node, |n, k| n.get(k))?;
+    match v.as_scalar()?.kind {
+        Kind::Str => parse_go_duration(v.text()?),
+        _ => None,
     }
 }
 
-fn join(at: &str, key: &str) -> String {
-    if at.is_empty() {
-        key.into()
+/// Go's `net.SplitHostPort`, answering only when there is a port.
+fn split_host_port(addr: &str) -> Option<(&str, &str)> {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (host, rest) = rest.split_once(']')?;
+        (host, rest.strip_prefix(':')?)
     } else {
-        format!("{at}.{key}")
-    }
-}
-
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "nothing".into(),
-        Value::Bool(_) => "a boolean".into(),
-        Value::Number(_) => "a number".into(),
-        Value::String(_) => "a string".into(),
-        Value::Sequence(_) => "a list".into(),
-        Value::Mapping(_) => "a mapping".into(),
-        Value::Tagged(_) => "a tagged value".into(),
-    }
-}
-
-/// A short rendering of a non-secret scalar for messages.
-fn shown(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("`{s}`"),
-        Value::Number(n) => format!("`{n}`"),
-        Value::Bool(b) => format!("`{b}`"),
-        other => describe(other),
-    }
-}
-
-/// YAML 1.1 truth, as litestream's Go parser reads it.
-fn yaml11_true(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::String(s) => matches!(
-            s.as_str(),
-            "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE"
-        ),
-        _ => false,
-    }
-}
-
-/// `$NAME`, `${NAME}` or a shell special (`$1`, `$@`, ...) as Go's `os.ExpandEnv` would expand.
-pub(crate) fn has_env_reference(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.windows(2).any(|w| {
-        w[0] == b'$'
-            && (w[1] == b'{'
-                || w[1] == b'_'
-                || w[1].is_ascii_alphanumeric()
-                || b"*#$@!?-".contains(&w[1]))
-    })
-}
-
-fn is_loopback_addr(addr: &str) -> bool {
-    let host = match addr.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => addr,
+        let (host, port) = addr.rsplit_once(':')?;
+        if host.contains(':') {
+            return None;
+        }
+        (host, port)
     };
+    (!port.is_empty()).then_some((host, port))
+}
+
+fn is_loopback(host: &str) -> bool {
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -613,82 +602,73 @@ fn is_loopback_addr(addr: &str) -> bool {
             .unwrap_or(false)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn errors(yaml: &str) -> Vec<String> {
-        check(yaml, Strictness::Lenient)
-            .errors
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
-    }
-
-    const GOOD: &str =
-        "dbs:\n  - path: /data/app.db\n    replica:\n      type: file\n      path: /backup\n";
-
-    #[test]
-    fn good_config_passes() {
-        let r = check(GOOD, Strictness::Strict);
-        assert!(r.errors.is_empty(), "{:?}", r.errors);
-        assert_eq!(r.facts.dbs, vec![DbTarget::Path("/data/app.db".into())]);
-    }
-
-    #[test]
-    fn env_references() {
-        assert!(has_env_reference("$HOME"));
-        assert!(has_env_reference("a${X}b"));
-        assert!(has_env_reference("$1"));
-        assert!(!has_env_reference("price $"));
-        assert!(!has_env_reference("a $ b"));
-    }
-
-    #[test]
-    fn each_rule_names_its_key() {
-        let cases: &[(&str, &str)] = &[
-            ("dbs: []\n", "dbs:"),
-            ("dbs:\n  - replica: {type: file, path: /b}\n", "dbs[0].path:"),
-            ("dbs:\n  - {path: /a, dir: /d, replica: {type: file, path: /b}}\n", "dbs[0]: has both"),
-            ("dbs:\n  - {dir: /d, replica: {type: file, path: /b}}\n", "dbs[0].pattern:"),
-            ("dbs:\n  - {path: /a}\n", "dbs[0].replica:"),
-            ("dbs:\n  - path: /a\n    replica:\n", "dbs[0].replica:"),
-            ("dbs:\n  - path: /a\n    path: /b\n    replica: {type: file, path: /b}\n", "(root): duplicate key"),
-            ("dbs:\n  - {path: /a, replica: {type: ftp}}\n", "dbs[0].replica.type:"),
-            ("dbs:\n  - {path: /a, replicas: [{type: file, path: /b}, {type: file, path: /c}]}\n", "dbs[0].replicas:"),
-            ("dbs:\n  - {path: /a, replica: {type: file, path: /b, sync-interval: 10}}\n", "dbs[0].replica.sync-interval:"),
-            ("logging: {level: loud}\ndbs:\n  - {path: /a, replica: {type: file, path: /b}}\n", "logging.level:"),
-            ("logging: {type: xml}\ndbs:\n  - {path: /a, replica: {type: file, path: /b}}\n", "logging.type:"),
-            ("dbs:\n  - {path: $HOME/a, replica: {type: file, path: /b}}\n", "dbs[0].path:"),
-            ("exec: myapp\ndbs:\n  - {path: /a, replica: {type: file, path: /b}}\n", "exec:"),
-            ("mcp-addr: ':3001'\ndbs:\n  - {path: /a, replica: {type: file, path: /b}}\n", "mcp-addr:"),
-        ];
-        for (yaml, key) in cases {
-            let errs = errors(yaml);
-            assert!(
-                errs.iter().any(|e| e.starts_with(key)),
-                "{yaml:?}: expected {key}, got {errs:?}"
-            );
+/// go-humanize's `ParseBytes`, as litestream's `ByteSize` uses it: a number, then an optional
+/// unit (`B`, `K`/`KB`/`KiB`, `M`... up to `E`), any case.
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+        .unwrap_or(text.len());
+    let number: f64 = text[..digits].replace(',', "").parse().ok()?;
+    let unit = text[digits..].trim().to_ascii_lowercase();
+    let multiplier = match unit.as_str() {
+        "" | "b" => 1.0,
+        unit => {
+            // `kb`, `k`, `kib`, `ki`, ... `eib`.
+            let unit = unit.strip_suffix('b').unwrap_or(unit);
+            let (prefix, base) = match unit.strip_suffix('i') {
+                Some(p) => (p, 1024f64),
+                None => (unit, 1000f64),
+            };
+            let power = "kmgtpe".find(prefix).filter(|_| prefix.len() == 1)? + 1;
+            base.powi(power as i32)
         }
-    }
+    };
+    let bytes = number * multiplier;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
 
-    #[test]
-    fn unknown_keys_warn_or_fail() {
-        let yaml = format!("{GOOD}    sync-intervall: 1s\n");
-        let lenient = check(&yaml, Strictness::Lenient);
-        assert!(lenient.errors.is_empty());
-        assert_eq!(lenient.warnings[0].key, "dbs[0].sync-intervall");
-        assert_eq!(
-            check(&yaml, Strictness::Strict).errors[0].key,
-            "dbs[0].sync-intervall"
-        );
-    }
-
-    #[test]
-    fn public_addr_warns() {
-        let yaml = format!("addr: ':9090'\n{GOOD}");
-        assert_eq!(check(&yaml, Strictness::Lenient).warnings[0].key, "addr");
-        let yaml = format!("addr: '127.0.0.1:9090'\n{GOOD}");
-        assert!(check(&yaml, Strictness::Lenient).warnings.is_empty());
+pub(super) fn join(at: &str, key: &str) -> String {
+    if at.is_empty() {
+        key.into()
+    } else {
+        format!("{at}.{key}")
     }
 }
+
+pub(super) fn describe(v: &Node) -> String {
+    match &v.value {
+        Value::Scalar(s) => match s.kind {
+            Kind::Null => "nothing".into(),
+            Kind::Bool(_) => "a boolean".into(),
+            Kind::Int(_) | Kind::Float(_) => "a number".into(),
+            Kind::Str => "a string".into(),
+        },
+        Value::Seq(_) => "a list".into(),
+        Value::Map(_) => "a mapping".into(),
+    }
+}
+
+/// A short rendering of a non-secret scalar for messages.
+pub(super) fn shown(v: &Node) -> String {
+    match v.text() {
+        Some(text) => format!("`{text}`"),
+        None => describe(v),
+    }
+}
+
+/// A hint for a quoted value that would be right unquoted: yaml.v2 reads quotes as text.
+fn quoted_hint(v: &Node) -> &'static str {
+    match v.as_scalar() {
+        Some(s)
+            if s.kind == Kind::Str
+                && !matches!(document::plain_kind(&s.text), Kind::Str | Kind::Null) =>
+        {
+            " (quoted, so text to litestream: drop the quotes)"
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -58,32 +58,33 @@ fn systemd_unit_verifies_and_gives_litestream_time_for_its_final_sync() {
 
 #[test]
 fn kubernetes_manifest_parses_and_has_the_settings_that_matter() {
+    use saphyr::{LoadableYamlNode, Yaml};
     let text = std::fs::read_to_string(deploy("kubernetes.yaml")).unwrap();
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs = Yaml::load_from_str(&text).unwrap();
     let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
     assert_eq!(kinds, ["Secret", "Deployment", "PersistentVolumeClaim"]);
     let deployment = &docs[1]["spec"];
-    assert_eq!(deployment["replicas"].as_u64(), Some(1));
+    assert_eq!(deployment["replicas"].as_integer(), Some(1));
     assert_eq!(deployment["strategy"]["type"].as_str(), Some("Recreate"));
     let pod = &deployment["template"]["spec"];
-    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > 40);
+    assert!(pod["terminationGracePeriodSeconds"].as_integer().unwrap() > 40);
     let secret = pod["volumes"]
         .as_sequence()
         .unwrap()
         .iter()
-        .find(|v| v.get("secret").is_some())
+        .find(|v| v.as_mapping_get("secret").is_some())
         .expect("a secret volume");
     // 0400 in the manifest: octal to Kubernetes (YAML 1.1), 400 to a YAML 1.2 reader.
     let mode = &secret["secret"]["defaultMode"];
     assert!(
-        matches!(mode.as_u64(), Some(256 | 400)) || mode.as_str() == Some("0400"),
+        matches!(mode.as_integer(), Some(256 | 400)) || mode.as_str() == Some("0400"),
         "{mode:?}"
     );
     assert!(text.contains("defaultMode: 0400"));
     let env = pod["containers"][0]["env"].as_sequence().unwrap();
-    assert!(env.iter().any(|e| e["name"] == "RIP_AGE_KEY"));
+    assert!(env
+        .iter()
+        .any(|e| e["name"].as_str() == Some("RIP_AGE_KEY")));
 }
 
 #[test]

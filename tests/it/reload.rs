@@ -177,9 +177,9 @@ fn a_generation_litestream_rejects_never_stops_the_running_one() {
     wait_ready(&env);
     let pid = litestream_pid(&env).unwrap();
     let id = status(&env)["config_id"].as_i64().unwrap();
-    // An s3 replica without a bucket: litestream's own parser refuses it.
+    // An SSE key file that is not there: our rules leave it to litestream, which refuses it.
     let bad = format!(
-        "dbs:\n  - path: {}\n    replica:\n      type: s3\n",
+        "dbs:\n  - path: {}\n    replica:\n      url: s3://backups/app\n      sse-customer-key-path: /nonexistent/sse.key\n",
         env.db().display()
     );
     let file = env.path("bad.yml");
