@@ -18,25 +18,11 @@ use zeroize::Zeroizing;
 
 pub use duration::parse_go_duration;
 
+pub use crate::error::Problem;
 use crate::error::{Error, Result};
 
 /// litestream's default `shutdown-sync-timeout`.
 pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One validation finding: the key it is about and what is wrong or what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where in the config, e.g. `dbs[1].replica.type` (`(root)` for the whole document).
-    pub key: String,
-    /// What is wrong and what to do.
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
 
 /// A database entry of the config.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,20 @@
 
 use std::path::PathBuf;
 
-use crate::config::Problem;
+/// One validation finding: the key it is about and what is wrong or what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the config, e.g. `dbs[1].replica.type` (`(root)` for the whole document).
+    pub key: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
 
 /// Everything that can go wrong in this crate.
 ///

@@ -9,8 +9,11 @@
 //! kills.
 
 mod child;
+pub(crate) mod role;
 mod run;
 mod socket;
+
+pub use role::{FollowSource, Role};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -80,32 +83,6 @@ pub struct Options {
     /// restored from (a replica whose objects vanished gets only new files: unrestorable while
     /// litestream reports syncing); `None` turns the check off.
     pub replica_check: Option<Duration>,
-}
-
-/// What the supervised litestream does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Role {
-    /// `litestream replicate`.
-    #[default]
-    Replicate,
-    /// `litestream restore -f`: keep `output` up to date from the replica of `source`.
-    Follow {
-        /// The database of the config whose replica is followed, or a replica URL.
-        source: FollowSource,
-        /// The read-only copy it maintains.
-        output: PathBuf,
-        /// `-follow-interval` (Go duration), litestream's default when `None`.
-        interval: Option<String>,
-    },
-}
-
-/// What a follower follows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FollowSource {
-    /// A `path` database of the (stored) config: its replica settings and credentials.
-    Db(PathBuf),
-    /// A replica URL (credentials, if any, from the environment).
-    Url(String),
 }
 
 /// The store a running daemon reloads its config from.

@@ -187,7 +187,7 @@ impl Supervisor {
                     // litestream 0.5.17 cannot resume a copy whose transaction is ahead of the
                     // replica's latest snapshot (after a kill): it asks for a fresh restore.
                     tracing::warn!(output = %output.display(), "the copy cannot be resumed: restoring it anew (readers may find it missing for a moment)");
-                    crate::follow::remove_copy(output);
+                    super::role::remove_copy(output);
                 }
             }
             if info.ran_for >= self.options.backoff.reset_after {
@@ -463,7 +463,7 @@ impl Supervisor {
                         // The config must have been read before the handoff is emptied: an
                         // existing copy opens at once, so give litestream its start-up window.
                         Role::Follow { output, .. } => {
-                            Instant::now() >= ready_by && crate::follow::output_opens(output)
+                            Instant::now() >= ready_by && super::role::output_opens(output)
                         }
                         Role::Replicate => Instant::now() >= ready_by,
                     },
@@ -588,7 +588,7 @@ impl Supervisor {
                             self.set(|s| s.databases = dbs);
                         }
                     } else if let Role::Follow { output, .. } = &self.options.role {
-                        let db = crate::follow::follower_status(output);
+                        let db = super::role::follower_status(output);
                         self.set(|s| s.databases = vec![db]);
                     }
                     continue;
