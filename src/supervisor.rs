@@ -258,7 +258,11 @@ impl Litestream {
             .stop_rx
             .take()
             .ok_or_else(|| Error::Usage("this daemon was already started".into()))?;
-        let binary = binary::find(self.options.litestream.as_deref())?;
+        // `litestream version` is a process run to completion: not on an async worker.
+        let explicit = self.options.litestream.clone();
+        let binary = tokio::task::spawn_blocking(move || binary::find(explicit.as_deref()))
+            .await
+            .map_err(|e| Error::LitestreamFailed(format!("cannot look for litestream: {e}")))??;
         tracing::debug!(path = %binary.path.display(), version = %binary.version, "found litestream");
         let following = matches!(self.options.role, Role::Follow { .. });
         let instance = match (

@@ -47,7 +47,7 @@ pub async fn verify(
             Some(c) => sync(c, db, deadline).await,
             None => None,
         };
-        let live_before = content_hash(db)?;
+        let live_before = blocking_hash(db.to_path_buf()).await?;
         let dir = tempfile::Builder::new()
             .prefix("verify-")
             .tempdir_in(private_parent)
@@ -71,7 +71,11 @@ pub async fn verify(
             Err(e) => return Err(e),
         };
         let restored_txid = restored.txid;
-        match integrity(&copy) {
+        let checked = copy.clone();
+        let integrity = tokio::task::spawn_blocking(move || integrity(&checked))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match integrity {
             Ok(()) => {}
             Err(why) => {
                 return Ok(report(
@@ -82,7 +86,7 @@ pub async fn verify(
                 ))
             }
         }
-        let copy_hash = content_hash(&copy)?;
+        let copy_hash = blocking_hash(copy.clone()).await?;
         drop(dir);
         if copy_hash == live_before {
             return Ok(report(
@@ -92,7 +96,7 @@ pub async fn verify(
                 live_txid,
             ));
         }
-        let live_after = content_hash(db)?;
+        let live_after = blocking_hash(db.to_path_buf()).await?;
         let writes_ongoing = live_after != live_before;
         let caught_up = matches!((restored_txid, live_txid), (Some(r), Some(l)) if r >= l);
         if control.is_some() && !writes_ongoing && caught_up {
@@ -139,4 +143,12 @@ async fn sync(control: &ControlClient, db: &Path, deadline: Instant) -> Option<u
             None
         }
     }
+}
+
+/// [`content_hash`] on a blocking thread: a whole-database scan must not hold up the async
+/// workers (the daemon's are few, and an embedding host's are not ours).
+async fn blocking_hash(db: std::path::PathBuf) -> Result<u64> {
+    tokio::task::spawn_blocking(move || content_hash(&db))
+        .await
+        .map_err(|e| Error::LitestreamFailed(format!("the content hash did not finish: {e}")))?
 }

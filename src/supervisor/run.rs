@@ -463,7 +463,14 @@ impl Supervisor {
                         // The config must have been read before the handoff is emptied: an
                         // existing copy opens at once, so give litestream its start-up window.
                         Role::Follow { output, .. } => {
-                            Instant::now() >= ready_by && super::role::output_opens(output)
+                            Instant::now() >= ready_by && {
+                                let output = output.clone();
+                                tokio::task::spawn_blocking(move || {
+                                    super::role::output_opens(&output)
+                                })
+                                .await
+                                .unwrap_or(false)
+                            }
                         }
                         Role::Replicate => Instant::now() >= ready_by,
                     },
