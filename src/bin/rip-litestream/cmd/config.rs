@@ -1,0 +1,209 @@
+//! `config save|show|list|check|rollback`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use restinpieces_litestream::{
+    binary, check, runtime, ConfigStore, Error, LitestreamConfig, Strictness,
+};
+
+use crate::args::{need, strictness, ConfigCommand, Global, SaveArgs};
+use crate::daemon::block_on;
+
+pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
+    let db = need(&g.db, "db")?;
+    let key = need(&g.age_key, "key")?;
+    match cmd {
+        ConfigCommand::Save {
+            file,
+            format,
+            description,
+            strict,
+            save,
+        } => {
+            let bytes = read_input(&file)?;
+            let format =
+                format.unwrap_or_else(|| match file.extension().and_then(|e| e.to_str()) {
+                    Some("yaml") => "yaml".into(),
+                    _ => "yml".into(),
+                });
+            let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
+            config.log_warnings();
+            let store = save.store(ConfigStore::open_or_create(db, key)?);
+            save.litestream_accepts(&bytes)?;
+            let id = store.save(&g.scope, &bytes, &format, &description)?;
+            say_saved(&store, &g.scope, id, "saved")
+        }
+        ConfigCommand::Show { generation } => {
+            let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&stored.plaintext)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io("cannot write", "stdout", e))?;
+            Ok(0)
+        }
+        ConfigCommand::List { json } => {
+            let rows = ConfigStore::open(db, key)?.list(&g.scope)?;
+            let mut out = std::io::stdout().lock();
+            if rows.is_empty() {
+                say!(
+                    "no config saved for scope `{}` in {}",
+                    g.scope,
+                    db.display()
+                );
+            }
+            for r in rows {
+                let line = if json {
+                    serde_json::to_string(&r).expect("plain struct serialises")
+                } else {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        r.generation,
+                        r.id,
+                        r.created_at,
+                        r.format,
+                        r.recipient
+                            .as_deref()
+                            .unwrap_or("not decryptable with this key"),
+                        r.description
+                    )
+                };
+                writeln!(out, "{line}").map_err(|e| Error::io("cannot write", "stdout", e))?;
+            }
+            Ok(0)
+        }
+        ConfigCommand::Check {
+            generation,
+            strict,
+            litestream,
+        } => {
+            let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
+            let ours = LitestreamConfig::parse(&stored.plaintext, strictness(strict));
+            let mut ok = true;
+            match &ours {
+                Ok(config) => {
+                    config.log_warnings();
+                    println!(
+                        "rip-litestream: valid ({} warning(s))",
+                        config.warnings().len()
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    println!("rip-litestream: {e}");
+                }
+            }
+            match binary::find(litestream.as_deref()) {
+                Ok(bin) => {
+                    let base = runtime::base_dir();
+                    runtime::ensure_private_dir(&base)?;
+                    let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
+                    ok &= verdict.accepted;
+                    let word = if verdict.accepted {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    };
+                    println!("litestream {}: {word}", bin.version);
+                    for line in verdict.output.lines() {
+                        println!("  {line}");
+                    }
+                }
+                Err(e) => println!("litestream: not asked ({e})"),
+            }
+            if ok {
+                Ok(0)
+            } else {
+                say!("error: generation {generation} of `{}` is not a valid litestream config: fix it and `config save` it again", g.scope);
+                Ok(2)
+            }
+        }
+        ConfigCommand::Rollback { generation, save } => {
+            let store = save.store(ConfigStore::open(db, key)?);
+            let stored = store.load(&g.scope, generation)?;
+            LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
+            save.litestream_accepts(&stored.plaintext)?;
+            let id = store.rollback(&g.scope, generation)?;
+            say_saved(
+                &store,
+                &g.scope,
+                id,
+                &format!("generation {generation} saved again"),
+            )
+        }
+    }
+}
+
+impl SaveArgs {
+    fn store(&self, store: ConfigStore) -> ConfigStore {
+        if self.new_key {
+            store.allow_new_key()
+        } else {
+            store
+        }
+    }
+
+    /// Asks the real litestream (`databases -no-expand-env`) whether it accepts `yaml`; its
+    /// refusal is ours (exit 2), so no generation it rejects reaches a running supervisor.
+    fn litestream_accepts(&self, yaml: &[u8]) -> Result<(), Error> {
+        if self.no_check {
+            tracing::warn!("saving without asking litestream (--no-check): a running supervisor keeps its litestream if litestream rejects this generation");
+            return Ok(());
+        }
+        let bin = binary::find(self.litestream.as_deref()).map_err(|e| {
+            Error::Usage(format!(
+                "cannot ask litestream whether it accepts this config ({e}); pass --litestream PATH, or --no-check to save without asking"
+            ))
+        })?;
+        let base = runtime::base_dir();
+        runtime::ensure_private_dir(&base)?;
+        let verdict = block_on(check::ask_litestream(&bin, yaml, &base))?;
+        if verdict.accepted {
+            return Ok(());
+        }
+        Err(Error::Usage(format!(
+            "litestream {} rejects this config, so it was not saved:\n  {}\nfix it and save again (or --no-check to save anyway)",
+            bin.version,
+            verdict.output.trim().lines().collect::<Vec<_>>().join("\n  ")
+        )))
+    }
+}
+
+/// Says where the new row landed; warns when rows dated after it still come first.
+pub(crate) fn say_saved(
+    store: &ConfigStore,
+    scope: &str,
+    id: i64,
+    what: &str,
+) -> Result<u8, Error> {
+    let rows = store.list(scope)?;
+    let position = rows.iter().position(|r| r.id == id).unwrap_or(0);
+    let db = store.db_path().display();
+    if position == 0 {
+        say!("{what} as the newest generation of `{scope}` in {db} (id {id})");
+        return Ok(0);
+    }
+    for newer in &rows[..position] {
+        tracing::warn!(
+            id = newer.id,
+            created_at = %newer.created_at,
+            "a row dated after now still comes first: generations are ordered by created_at, so it stays the newest until then; correct its created_at or delete it"
+        );
+    }
+    say!(
+        "{what} as generation {position} of `{scope}` in {db} (id {id}), NOT the newest: {} row(s) dated in the future come first",
+        position
+    );
+    Ok(0)
+}
+
+pub(crate) fn read_input(file: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    let result = if file == Path::new("-") {
+        std::io::stdin().read_to_end(&mut buf).map(|_| ())
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut buf).map(|_| ()))
+    };
+    result.map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+    Ok(buf)
+}

@@ -1,0 +1,68 @@
+//! `restore`: a database from its replica, with the stored config.
+
+use restinpieces_litestream::handoff::HandoffMode;
+use restinpieces_litestream::restore::{self, RestoreRequest};
+use restinpieces_litestream::{binary, lock, runtime, verify, Error};
+
+use crate::args::{Global, RestoreArgs};
+use crate::cmd::{load_config, pick_db, private_base};
+use crate::daemon::block_on;
+
+pub(crate) fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
+    let (config, _) = load_config(g)?;
+    let db = pick_db(&config, Some(&args.database))?;
+    let output = args.output.clone().unwrap_or_else(|| db.clone());
+    // A database a supervisor replicates or a follower keeps: restoring under it would replace
+    // the live data and the replica's latest state with an older one, with or without --force.
+    if let Some(holder) = runtime::RuntimeDir::path_for(&output)
+        .ok()
+        .and_then(|dir| lock::holder(&dir.join("lock")))
+    {
+        return Err(Error::Usage(format!(
+            "{} is in use ({holder}): stop that supervisor or follower first, or restore to another path with --output",
+            output.display()
+        )));
+    }
+    if args.if_db_not_exists && output.exists() {
+        say!("{} exists: nothing restored", output.display());
+        return Ok(0);
+    }
+    let bin = binary::find(args.litestream.as_deref())?;
+    let req = RestoreRequest {
+        db,
+        output: Some(output.clone()),
+        timestamp: args.timestamp,
+        txid: args.txid,
+        if_replica_exists: args.if_replica_exists,
+        force: args.force,
+    };
+    let base = private_base()?;
+    let done = block_on(restore::restore(
+        &bin,
+        &config,
+        HandoffMode::default(),
+        &base,
+        &req,
+    ))?;
+    if !done.restored {
+        say!("no backup found in the replica: nothing restored");
+        return Ok(0);
+    }
+    verify::integrity(&output).map_err(|why| Error::RestoreFailed {
+        db: output.clone(),
+        reason: format!("integrity_check: {why}"),
+    })?;
+    let size = std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+    let point = match (&req.timestamp, done.txid) {
+        (Some(t), Some(x)) => format!("as of {t} (txid {x:016x})"),
+        (Some(t), None) => format!("as of {t}"),
+        (None, Some(x)) => format!("txid {x:016x}"),
+        (None, None) => "latest".into(),
+    };
+    println!(
+        "restored {} to {}: {point}, {size} bytes, integrity_check ok",
+        req.db.display(),
+        output.display()
+    );
+    Ok(0)
+}

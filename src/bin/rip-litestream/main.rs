@@ -1,0 +1,92 @@
+//! `rip-litestream`: parses arguments, installs the log subscriber, calls the library and maps
+//! the result to an exit code (0 success, 1 runtime failure, 2 bad input).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use restinpieces_litestream::{framework_logs, Error};
+
+/// Like `eprintln!`, but a closed stderr is no reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+mod args;
+mod cmd;
+mod daemon;
+mod logging;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    // A one-shot command whose reader went away (`config list | head -1`) ends quietly, as any
+    // Unix tool does: SIGPIPE keeps its default action. The daemons (`run`, `follow`) ignore it,
+    // so a closed log pipe never takes down a supervisor and its litestream.
+    set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Run(_) | Command::Follow(_)) {
+        set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
+    }
+    let stderr = framework_logs::queued_stderr(1024);
+    let guard = match logging::install_subscriber(&cli.global, stderr.clone()) {
+        Ok(g) => g,
+        Err(e) => {
+            report(&e);
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!(error = %e, "command failed");
+            stderr.flush(Duration::from_secs(2)); // our logs before our last words
+            report(&e);
+            e.exit_code() as u8
+        }
+    };
+    drop(guard); // drains the log database queue
+    stderr.flush(Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
+    // SAFETY: no other thread runs yet, and both actions are plain dispositions.
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, handler);
+    }
+}
+
+/// Prints the error and its sources once, as `error: outer: inner`.
+fn report(e: &Error) {
+    let mut line = format!("error: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        line.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    say!("{line}");
+}
+
+/// Calls the command.
+fn run(cli: Cli) -> Result<u8, Error> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Keygen { output } => cmd::keys::keygen(g, output.as_deref()),
+        Command::Init {
+            replica,
+            database,
+            force,
+        } => cmd::keys::init(g, &replica, database, force),
+        Command::Config(c) => cmd::config::config_command(g, c),
+        Command::Run(args) => cmd::run::run_command(g, args),
+        Command::Restore(args) => cmd::restore::restore_command(g, args),
+        Command::Verify(args) => cmd::verify::verify_command(g, args),
+        Command::Status { json, output } => cmd::status::status_command(g, json, output.as_deref()),
+        Command::Follow(args) => cmd::follow::follow_command(g, args),
+        Command::Doctor { database } => cmd::doctor::doctor_command(&database),
+    }
+}
