@@ -55,7 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(conn);
     tracing::info!(written, "stopping: final sync");
-    daemon.stop(Duration::from_secs(40)).await?;
+    let grace = daemon.grace();
+    daemon.stop(grace).await?;
     tracing::info!("stopped; every row is in the replica");
     Ok(())
 }

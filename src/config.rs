@@ -196,6 +196,52 @@ impl LitestreamConfig {
         LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).ok()
     }
 
+    /// The `path` database that `arg` names (compared as litestream reads paths), a file under
+    /// one of its `dir:` entries, or, when `arg` is absent, the only `path` database. What a
+    /// command acts on is named this way, never by the store's `--db`.
+    pub fn database(&self, arg: Option<&std::path::Path>) -> Result<PathBuf> {
+        let paths: Vec<&PathBuf> = self
+            .dbs()
+            .iter()
+            .filter_map(|d| match d {
+                DbTarget::Path(p) => Some(p),
+                DbTarget::Dir { .. } => None,
+            })
+            .collect();
+        let listed = || {
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match arg {
+            None if paths.len() == 1 => Ok(paths[0].clone()),
+            None => Err(Error::Usage(format!(
+                "name the database: the config replicates {}",
+                listed()
+            ))),
+            Some(a) => {
+                let want = crate::runtime::absolute(a)?;
+                let in_dir = self.dbs().iter().any(|d| {
+                matches!(d, DbTarget::Dir { dir, .. } if crate::runtime::absolute(dir).is_ok_and(|d| want.starts_with(d)))
+            });
+                paths
+                    .iter()
+                    .find(|p| crate::runtime::absolute(p).is_ok_and(|p| p == want))
+                    .map(|p| (*p).clone())
+                    .or_else(|| in_dir.then(|| a.to_path_buf()))
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "{} is not in the stored config (it replicates {})",
+                            a.display(),
+                            listed()
+                        ))
+                    })
+            }
+        }
+    }
+
     /// A redactor for this config's credentials.
     pub fn redactor(&self) -> crate::redact::Redactor {
         crate::redact::Redactor::from_yaml(&self.yaml)
@@ -263,6 +309,35 @@ pub(crate) fn yaml_quote(s: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_command_names_its_database_or_there_is_only_one() {
+        let two = "dbs:\n  - path: /srv/a.db\n    replica: {type: file, path: /b/a}\n  - path: /srv/b.db\n    replica: {type: file, path: /b/b}\n  - dir: /srv/tenants\n    pattern: \"*.db\"\n    replica: {type: file, path: /b/t}\n";
+        let config = LitestreamConfig::parse(two.as_bytes(), Strictness::Lenient).unwrap();
+        let err = config.database(None).unwrap_err().to_string();
+        assert!(
+            err.contains("name the database") && err.contains("/srv/b.db"),
+            "{err}"
+        );
+        assert_eq!(
+            config.database(Some(Path::new("/srv/./b.db"))).unwrap(),
+            Path::new("/srv/b.db")
+        );
+        assert_eq!(
+            config
+                .database(Some(Path::new("/srv/tenants/x.db")))
+                .unwrap(),
+            Path::new("/srv/tenants/x.db")
+        );
+        let err = config.database(Some(Path::new("/srv/c.db"))).unwrap_err();
+        assert!(
+            err.to_string().contains("not in the stored config"),
+            "{err}"
+        );
+        let one = "dbs:\n  - path: /srv/a.db\n    replica: {type: file, path: /b/a}\n";
+        let config = LitestreamConfig::parse(one.as_bytes(), Strictness::Lenient).unwrap();
+        assert_eq!(config.database(None).unwrap(), Path::new("/srv/a.db"));
+    }
 
     /// The text at `dbs[0].replica.KEY` of `yaml`, and at the root key `root`.
     fn replica_and_root(yaml: &str, key: &str, root: &str) -> (Option<String>, Option<String>) {

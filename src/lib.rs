@@ -69,6 +69,7 @@ pub mod reaper;
 pub mod redact;
 pub mod render;
 pub mod restore;
+pub mod running;
 pub mod runtime;
 pub mod status;
 pub mod store;

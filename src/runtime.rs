@@ -226,6 +226,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The private base directory (created 0700 when missing), for the handoffs of one-off
+/// commands.
+pub fn private_base() -> Result<PathBuf> {
+    let base = base_dir();
+    ensure_private_dir(&base)?;
+    Ok(base)
+}
+
 #[cfg(test)]
 mod path_tests {
     use super::*;

@@ -161,6 +161,21 @@ impl ConfigStore {
         })
     }
 
+    /// Decrypts generation `generation` of `scope` and validates it (lenient: unknown keys are
+    /// warnings, left for the caller to log). Returns the config and its row id.
+    pub fn load_config(
+        &self,
+        scope: &str,
+        generation: u32,
+    ) -> Result<(crate::config::LitestreamConfig, i64)> {
+        let stored = self.load(scope, generation)?;
+        let config = crate::config::LitestreamConfig::parse(
+            &stored.plaintext,
+            crate::config::Strictness::Lenient,
+        )?;
+        Ok((config, stored.id))
+    }
+
     /// The id of the newest row of `scope`, without decrypting: a cheap check for changes.
     pub fn newest_id(&self, scope: &str) -> Result<Option<i64>> {
         let conn = self.connect_read()?;

@@ -129,6 +129,15 @@ impl ReloadHandle {
     }
 }
 
+impl Options {
+    /// The time litestream gets to exit after SIGTERM: `grace`, or litestream's
+    /// `shutdown-sync-timeout` plus 10 s (its final sync, then a margin to exit).
+    pub fn grace_for(&self, config: &LitestreamConfig) -> Duration {
+        self.grace
+            .unwrap_or_else(|| config.shutdown_sync_timeout() + Duration::from_secs(10))
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -369,6 +378,12 @@ impl Litestream {
                 return self.join().await;
             }
         }
+    }
+
+    /// The time litestream gets to exit after SIGTERM ([`Options::grace_for`]): what a host
+    /// passes to [`Litestream::stop`] unless its own stop budget is shorter.
+    pub fn grace(&self) -> Duration {
+        self.options.grace_for(&self.config)
     }
 
     /// Stops litestream with its final sync, within `deadline` (after which it is killed).

@@ -401,9 +401,7 @@ impl Supervisor {
     }
 
     fn grace(&self) -> Duration {
-        self.options
-            .grace
-            .unwrap_or_else(|| self.config.shutdown_sync_timeout() + Duration::from_secs(10))
+        self.options.grace_for(&self.config)
     }
 
     /// One litestream's life: spawn, wait until ready, then replicate until it exits or a stop

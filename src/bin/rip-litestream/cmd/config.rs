@@ -95,8 +95,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             }
             match binary::find(litestream.as_deref()) {
                 Ok(bin) => {
-                    let base = runtime::base_dir();
-                    runtime::ensure_private_dir(&base)?;
+                    let base = runtime::private_base()?;
                     let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
                     ok &= verdict.accepted;
                     let word = if verdict.accepted {
@@ -155,8 +154,7 @@ impl SaveArgs {
                 "cannot ask litestream whether it accepts this config ({e}); pass --litestream PATH, or --no-check to save without asking"
             ))
         })?;
-        let base = runtime::base_dir();
-        runtime::ensure_private_dir(&base)?;
+        let base = runtime::private_base()?;
         let verdict = block_on(check::ask_litestream(&bin, yaml, &base))?;
         if verdict.accepted {
             return Ok(());

@@ -8,7 +8,7 @@ use restinpieces_litestream::{health, Error, Options};
 use tokio::sync::mpsc;
 
 use crate::args::{FollowArgs, Global};
-use crate::cmd::{load_config, pick_db};
+use crate::cmd::load_config;
 use crate::daemon::{daemon_runtime, listen_for_signals, supervise_only};
 
 pub(crate) fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
@@ -41,7 +41,7 @@ pub(crate) fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> 
         )?,
         source => {
             let (config, _) = load_config(g)?;
-            let db = pick_db(&config, source.map(Path::new))?;
+            let db = config.database(source.map(Path::new))?;
             Follower::from_config(config, db, output.clone(), args.follow_interval, options)?
         }
     };

@@ -2,22 +2,19 @@
 
 use restinpieces_litestream::handoff::HandoffMode;
 use restinpieces_litestream::restore::{self, RestoreRequest};
-use restinpieces_litestream::{binary, lock, runtime, verify, Error};
+use restinpieces_litestream::{binary, running, runtime, verify, Error};
 
 use crate::args::{Global, RestoreArgs};
-use crate::cmd::{load_config, pick_db, private_base};
+use crate::cmd::load_config;
 use crate::daemon::block_on;
 
 pub(crate) fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error> {
     let (config, _) = load_config(g)?;
-    let db = pick_db(&config, Some(&args.database))?;
+    let db = config.database(Some(&args.database))?;
     let output = args.output.clone().unwrap_or_else(|| db.clone());
     // A database a supervisor replicates or a follower keeps: restoring under it would replace
     // the live data and the replica's latest state with an older one, with or without --force.
-    if let Some(holder) = runtime::RuntimeDir::path_for(&output)
-        .ok()
-        .and_then(|dir| lock::holder(&dir.join("lock")))
-    {
+    if let Some(holder) = running::holder(&output) {
         return Err(Error::Usage(format!(
             "{} is in use ({holder}): stop that supervisor or follower first, or restore to another path with --output",
             output.display()
@@ -36,7 +33,7 @@ pub(crate) fn restore_command(g: &Global, args: RestoreArgs) -> Result<u8, Error
         if_replica_exists: args.if_replica_exists,
         force: args.force,
     };
-    let base = private_base()?;
+    let base = runtime::private_base()?;
     let done = block_on(restore::restore(
         &bin,
         &config,

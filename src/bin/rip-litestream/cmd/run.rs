@@ -25,9 +25,6 @@ pub(crate) fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         )));
     }
     let (config, config_id) = load_config(g)?;
-    let grace = args
-        .grace
-        .unwrap_or_else(|| config.shutdown_sync_timeout() + Duration::from_secs(10));
     let options = Options {
         litestream: args.litestream,
         handoff: args.handoff.unwrap_or_default(),
@@ -53,6 +50,7 @@ pub(crate) fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         }),
         ..Options::default()
     };
+    let grace = options.grace_for(&config);
     if args.subreaper {
         reaper::become_subreaper()
             .map_err(|e| Error::io("cannot become a child subreaper", "prctl", e))?;

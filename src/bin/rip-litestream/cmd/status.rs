@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use restinpieces_litestream::status::state_word;
-use restinpieces_litestream::{lock, runtime, Error};
+use restinpieces_litestream::{running, runtime, Error};
 
 use crate::args::{need, Global};
 
@@ -12,24 +12,14 @@ pub(crate) fn status_command(g: &Global, json: bool, output: Option<&Path>) -> R
         Some(o) => o,
         None => need(&g.db, "db")?,
     };
-    let dir = runtime::RuntimeDir::path_for(store)?;
-    if lock::holder(&dir.join("lock")).is_none() {
+    let Some(status) = running::status(store)? else {
         say!(
-            "no rip-litestream is running for {} (nothing holds {})",
+            "no rip-litestream is running for {} (nothing holds its lock in {})",
             store.display(),
-            dir.join("lock").display()
+            runtime::RuntimeDir::path_for(store)?.display()
         );
         return Ok(1);
-    }
-    let text = std::fs::read_to_string(dir.join("status.json")).map_err(|e| {
-        Error::io(
-            "cannot read the supervisor's status",
-            dir.join("status.json"),
-            e,
-        )
-    })?;
-    let status: restinpieces_litestream::Status = serde_json::from_str(&text)
-        .map_err(|e| Error::Usage(format!("unreadable status file: {e}")))?;
+    };
     let now = std::time::SystemTime::now();
     let health = status.health(now);
     if json {

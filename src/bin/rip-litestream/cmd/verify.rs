@@ -1,18 +1,20 @@
 //! `verify`: prove the backup restorable and current.
 
 use restinpieces_litestream::handoff::HandoffMode;
-use restinpieces_litestream::{binary, verify, Error};
+use restinpieces_litestream::{binary, running, runtime, verify, Error};
 
 use crate::args::{Global, VerifyArgs};
-use crate::cmd::{load_config, pick_db, private_base, running_control};
+use crate::cmd::load_config;
 use crate::daemon::block_on;
 
 pub(crate) fn verify_command(g: &Global, args: VerifyArgs) -> Result<u8, Error> {
     let (config, _) = load_config(g)?;
-    let db = pick_db(&config, args.database.as_deref())?;
+    let db = config.database(args.database.as_deref())?;
     let bin = binary::find(args.litestream.as_deref())?;
-    let control = running_control(g, &config);
-    let base = private_base()?;
+    let control =
+        g.db.as_deref()
+            .and_then(|store| running::control(store, &config));
+    let base = runtime::private_base()?;
     let report = block_on(verify::verify(
         &bin,
         &config,
