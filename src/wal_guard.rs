@@ -573,7 +573,7 @@ struct WalIndex {
 /// of the 48-byte header, then the checkpoint info with `nBackfill` at byte 96). `None` when
 /// there is none, or the two copies differ (a writer was updating it).
 fn wal_index(db: &Path) -> Option<WalIndex> {
-    let shm = read_bytes(&shm_path(db), 100)?;
+    let shm = read_shm_header(&shm_path(db))?;
     if shm[0..48] != shm[48..96] || shm[12] == 0 {
         return None; // torn, or not initialised
     }
@@ -586,6 +586,30 @@ fn wal_index(db: &Path) -> Option<WalIndex> {
         salts: shm[32..40].try_into().unwrap(),
         frame_size: page + 24,
     })
+}
+
+/// The first 100 bytes of a `-shm` file, read through a descriptor this process keeps open for
+/// good. Never through a descriptor opened and closed here: closing *any* descriptor of a file
+/// drops *every* POSIX lock the process holds on it (fcntl's rule), and with it the WAL guard's
+/// read lock, which SQLite would still believe held. (SQLite itself never closes a descriptor
+/// of a file it holds locks on, for that reason.)
+fn read_shm_header(shm: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    static OPEN: Mutex<Vec<(PathBuf, std::fs::File)>> = Mutex::new(Vec::new());
+    let inode = std::fs::metadata(shm).ok()?.ino();
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let same = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.ino() == inode);
+    let index = match open.iter().position(|(p, f)| p == shm && same(f)) {
+        Some(i) => i,
+        None => {
+            // A new file at that path (or the first look): the old descriptor stays open too.
+            open.push((shm.to_path_buf(), std::fs::File::open(shm).ok()?));
+            open.len() - 1
+        }
+    };
+    let mut buf = vec![0u8; 100];
+    open[index].1.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf)
 }
 
 /// The newest transaction litestream holds locally for a database (its newest L0 file in
@@ -773,6 +797,32 @@ mod tests {
         assert!(glob_match("[a-c]*.db", "b.db"));
         assert!(!glob_match("[^a-c]*.db", "b.db"));
         assert!(glob_match("*", ".hidden"));
+    }
+
+    #[test]
+    fn looking_at_the_wal_index_keeps_the_guards_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let app = Connection::open(&db).unwrap();
+        app.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let guard = WalGuard::default();
+        assert_eq!(guard.engage_blocking(std::slice::from_ref(&db)), 1);
+        let held = || holds_read_lock(read_locks(std::process::id()).as_ref(), &db);
+        assert_eq!(held(), Some(true));
+        for _ in 0..3 {
+            assert!(wal_index(&db).is_some());
+        }
+        assert_eq!(
+            held(),
+            Some(true),
+            "reading the WAL index dropped the guard's lock"
+        );
+        // The hazard avoided: any descriptor of the -shm opened and closed in this process drops
+        // every POSIX lock the process holds on it, while SQLite believes it still holds them.
+        drop(std::fs::File::open(shm_path(&db)).unwrap());
+        assert_eq!(held(), Some(false));
+        drop(app);
     }
 
     #[test]
