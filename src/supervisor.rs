@@ -9,6 +9,8 @@
 //! kills.
 
 mod child;
+mod ladder;
+mod restarts;
 pub(crate) mod role;
 mod run;
 mod socket;

@@ -26,6 +26,25 @@ pub enum Role {
     },
 }
 
+impl Role {
+    /// What an exit of litestream asks of this role before the next start: litestream 0.5.17
+    /// cannot resume a follower's copy whose transaction is ahead of the replica's latest
+    /// snapshot (after a kill) and asks for a fresh restore, so the copy (provably ours) goes.
+    pub(crate) fn after_exit(&self, exit: &crate::status::ExitInfo) {
+        let Role::Follow { output, .. } = self else {
+            return;
+        };
+        if exit
+            .last_lines
+            .iter()
+            .any(|l| l.contains("cannot resume follow mode"))
+        {
+            tracing::warn!(output = %output.display(), "the copy cannot be resumed: restoring it anew (readers may find it missing for a moment)");
+            remove_copy(output);
+        }
+    }
+}
+
 /// What a follower follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FollowSource {

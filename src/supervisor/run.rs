@@ -5,7 +5,6 @@
 //! not be: a stop while litestream starts waits (within the grace) for it to be ready and syncs;
 //! a stop during a backoff starts one more litestream only to sync.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +14,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::child::LitestreamChild;
+use super::ladder::{Ladder, Step};
+use super::restarts::{Restarts, Verdict};
 use super::socket::{first_sync, poll_databases, sync_all, DbSync, POLL_EVERY};
 use super::{FollowSource, Options, ReloadOutcome, Role};
 use crate::binary::LitestreamBinary;
@@ -134,14 +135,17 @@ impl Supervisor {
     }
 
     async fn supervise(&mut self) -> Result<()> {
-        let mut attempt = 0u32;
-        let mut exits: VecDeque<Instant> = VecDeque::new();
+        let mut restarts = Restarts::new(
+            self.options.backoff.clone(),
+            self.options.restart_window,
+            self.options.max_restarts,
+        );
         let mut ever_ready = false;
         loop {
             let (info, was_ready) = match self.live(Purpose::Replicate).await {
                 Ok(Life::Stopped(result)) => return self.stopped(result),
                 Ok(Life::Reloaded) => {
-                    attempt = 0;
+                    restarts.reset();
                     continue;
                 }
                 Ok(Life::Exited { info, was_ready }) => {
@@ -178,40 +182,17 @@ impl Supervisor {
                 };
                 return self.fail_after(e, info);
             }
-            if let Role::Follow { output, .. } = &self.options.role {
-                if info
-                    .last_lines
-                    .iter()
-                    .any(|l| l.contains("cannot resume follow mode"))
-                {
-                    // litestream 0.5.17 cannot resume a copy whose transaction is ahead of the
-                    // replica's latest snapshot (after a kill): it asks for a fresh restore.
-                    tracing::warn!(output = %output.display(), "the copy cannot be resumed: restoring it anew (readers may find it missing for a moment)");
-                    super::role::remove_copy(output);
-                }
-            }
-            if info.ran_for >= self.options.backoff.reset_after {
-                attempt = 0;
-            }
-            attempt += 1;
-            let now = Instant::now();
-            exits.push_back(now);
-            while exits
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.options.restart_window)
-            {
-                exits.pop_front();
-            }
-            if let Some(max) = self.options.max_restarts {
-                if exits.len() as u32 > max {
+            self.options.role.after_exit(&info);
+            let (attempt, delay) = match restarts.on_exit(info.ran_for, Instant::now()) {
+                Verdict::Restart { attempt, delay } => (attempt, delay),
+                Verdict::GiveUp { max } => {
                     let e = Error::GaveUp {
                         restarts: max,
                         reason: format!("litestream {info}"),
                     };
                     return self.fail_after(e, info);
                 }
-            }
-            let delay = self.options.backoff.delay(attempt);
+            };
             tracing::info!(
                 attempt,
                 delay_ms = delay.as_millis() as u64,
@@ -226,28 +207,41 @@ impl Supervisor {
                 s.last_exit = Some(info);
                 s.pid = None;
             });
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = &mut sleep => break,
-                    Some(reply) = self.reload_rx.recv() => {
-                        // No litestream runs: a valid new config applies at once and ends the wait.
-                        let outcome = match self.prepare_reload().await {
-                            Ok(prepared) => self.apply(prepared),
-                            Err(outcome) => outcome,
-                        };
-                        let applied = matches!(outcome, ReloadOutcome::Applied { .. });
-                        let _ = reply.send(outcome);
-                        if applied {
-                            break;
-                        }
-                    }
-                    Some(()) = self.stop_rx.recv() => return self.stop_while_down().await,
-                }
+            if self.wait_out_backoff(delay).await {
+                return self.stop_while_down().await;
             }
             self.set(|s| s.restarts += 1);
         }
+    }
+
+    /// Waits `delay` before the next start; a valid new config applies at once and ends the
+    /// wait early. True when a stop was requested meanwhile.
+    async fn wait_out_backoff(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return false,
+                Some(reply) = self.reload_rx.recv() => {
+                    if self.reload_while_down(reply).await {
+                        return false;
+                    }
+                }
+                Some(()) = self.stop_rx.recv() => return true,
+            }
+        }
+    }
+
+    /// A reload request while no litestream runs: applied at once when valid. True when
+    /// applied.
+    async fn reload_while_down(&mut self, reply: oneshot::Sender<ReloadOutcome>) -> bool {
+        let outcome = match self.prepare_reload().await {
+            Ok(prepared) => self.apply(prepared),
+            Err(outcome) => outcome,
+        };
+        let applied = matches!(outcome, ReloadOutcome::Applied { .. });
+        let _ = reply.send(outcome);
+        applied
     }
 
     /// A stop while no litestream runs (backoff, or litestream died while a stop waited for it
@@ -853,7 +847,7 @@ impl Supervisor {
         let grace = self.grace();
         let deadline = tokio::time::Instant::now() + grace;
         let mut synced = None;
-        let mut escalations = 0;
+        let mut ladder = Ladder::default();
         if ready {
             if let Some(control) = self.control() {
                 let budget = self.config.shutdown_sync_timeout().min(grace / 2);
@@ -870,7 +864,7 @@ impl Supervisor {
                                 continue;
                             }
                             tracing::warn!("second stop request: skipping the sync before stopping");
-                            escalations = 1;
+                            let _ = ladder.on_request();
                             break;
                         }
                     }
@@ -884,32 +878,29 @@ impl Supervisor {
                 .as_secs_f64(),
             "stopping litestream (SIGTERM)"
         );
-        child.signal(Signal::SIGTERM);
-        let mut killed = false;
+        take(&child, ladder.terminate());
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
-                _ = tokio::time::sleep_until(deadline), if !killed => {
+                _ = tokio::time::sleep_until(deadline), if !ladder.killed() => {
                     tracing::error!(pid = child.pid, grace_s = grace.as_secs_f64(), "litestream did not finish its stop within the grace period: SIGKILL");
-                    child.signal(Signal::SIGKILL);
-                    killed = true;
+                    take(&child, ladder.on_deadline());
                 }
                 Some(()) = self.stop_rx.recv() => {
                     if self.stop_during_reload(why) {
                         continue;
                     }
-                    escalations += 1;
-                    if escalations == 1 {
-                        tracing::warn!(pid = child.pid, "second stop request: SIGTERM again (litestream skips its final-sync retries)");
-                        child.signal(Signal::SIGTERM);
-                    } else {
-                        tracing::warn!(pid = child.pid, "third stop request: SIGKILL");
-                        child.signal(Signal::SIGKILL);
-                        killed = true;
+                    let step = ladder.on_request();
+                    match step {
+                        Step::Sigterm => tracing::warn!(pid = child.pid, "another stop request: SIGTERM again (litestream skips its final-sync retries)"),
+                        Step::Sigkill => tracing::warn!(pid = child.pid, "another stop request: SIGKILL"),
+                        Step::SkipSync | Step::Wait => {}
                     }
+                    take(&child, step);
                 }
             }
         };
+        let killed = ladder.killed();
         let info = child.finish(status, &self.logs).await;
         tracing::info!(
             pid = info.pid,
@@ -1148,5 +1139,14 @@ fn spawn_failure(e: Error) -> ExitInfo {
         at: SystemTime::now(),
         ran_for: Duration::ZERO,
         last_lines: vec![e.to_string()],
+    }
+}
+
+/// Carries out one step of the stop ladder on `child`.
+fn take(child: &LitestreamChild, step: Step) {
+    match step {
+        Step::Sigterm => child.signal(Signal::SIGTERM),
+        Step::Sigkill => child.signal(Signal::SIGKILL),
+        Step::SkipSync | Step::Wait => {}
     }
 }
