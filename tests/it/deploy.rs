@@ -272,6 +272,51 @@ fn dockerignore_keeps_build_output_tools_keys_and_databases_out_and_the_config_s
 }
 
 #[test]
+fn fly_toml_gives_the_stop_budget_and_checks_the_health_endpoint() {
+    let fly: toml::Value = read("fly.toml").parse().expect("deploy/fly.toml parses");
+    let kill = match &fly["kill_timeout"] {
+        toml::Value::Integer(n) => Duration::from_secs(*n as u64),
+        toml::Value::String(s) => humantime::parse_duration(s).unwrap(),
+        other => panic!("kill_timeout = {other}"),
+    };
+    assert!(
+        kill >= stop_budget(),
+        "kill_timeout {kill:?} < {:?}",
+        stop_budget()
+    );
+    assert!(kill <= Duration::from_secs(300), "Fly's maximum is 300 s");
+    // Fly's default signal is SIGINT; rip-litestream takes either, SIGTERM says what is meant.
+    assert_eq!(fly["kill_signal"].as_str(), Some("SIGTERM"));
+
+    assert_eq!(fly["mounts"]["destination"].as_str(), Some("/data"));
+    let env = &fly["env"];
+    assert_eq!(env["RIP_DB"].as_str(), Some("/etc/rip/config.db"));
+    let files = fly["files"].as_array().unwrap();
+    let key = files
+        .iter()
+        .find(|f| f["guest_path"].as_str() == env["RIP_AGE_KEY"].as_str())
+        .expect("the age key written where RIP_AGE_KEY says");
+    // Fly puts secrets in the environment too: RIP_* is kept from litestream and the app.
+    assert!(key["secret_name"].as_str().unwrap().starts_with("RIP_"));
+
+    let checks = fly["checks"].as_table().expect("[checks]");
+    let http: Vec<&toml::Value> = checks
+        .values()
+        .filter(|c| c["type"].as_str() == Some("http"))
+        .collect();
+    assert!(!http.is_empty(), "an http check");
+    for c in http {
+        assert_eq!(c["port"].as_integer(), Some(image_health_port()));
+        assert!(matches!(c["path"].as_str(), Some("/healthz" | "/readyz")));
+        let grace = humantime::parse_duration(c["grace_period"].as_str().unwrap()).unwrap();
+        assert!(
+            grace >= Duration::from_secs(60),
+            "room for a restore on boot"
+        );
+    }
+}
+
+#[test]
 fn the_example_app_is_valid_shell() {
     let status = Command::new("sh")
         .arg("-n")
