@@ -2,7 +2,8 @@
 //! --offline=true`, which rates the sandbox without systemd running as PID 1; and the unit's
 //! system-call filter tried on the real thing: `rip-litestream run` replicating, stopping and
 //! restoring on boot under strace with every system call the filter denies failing with EPERM,
-//! as `SystemCallErrorNumber=EPERM` makes them fail.
+//! as `SystemCallErrorNumber=EPERM` makes them fail; the same traces show that nothing needs a
+//! socket family, W+X memory or a namespace the unit forbids.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -311,4 +312,28 @@ fn systemd_syscall_filter_leaves_replication_stop_and_restore_working() {
         "no system call was denied: the filter was not applied"
     );
     eprintln!("denied, and survived: {denied:?}");
+
+    // The rest of the sandbox, read off the same traces: only the socket families
+    // RestrictAddressFamilies= allows, no memory both writable and executable, nor made
+    // executable later (MemoryDenyWriteExecute=), no new namespaces (RestrictNamespaces=).
+    let text = read(UNIT);
+    let families: Vec<&str> = one(&text, "RestrictAddressFamilies")
+        .split_whitespace()
+        .collect();
+    for line in traced.lines() {
+        let call = line
+            .split_once(' ')
+            .map(|(_, c)| c.trim_start())
+            .unwrap_or("");
+        if let Some(rest) = call.strip_prefix("socket(") {
+            let family = rest.split([',', ')']).next().unwrap();
+            assert!(families.contains(&family), "{line}");
+        }
+        let wx =
+            call.starts_with("mmap(") && call.contains("PROT_WRITE") && call.contains("PROT_EXEC");
+        let x = (call.starts_with("mprotect(") || call.starts_with("pkey_mprotect("))
+            && call.contains("PROT_EXEC");
+        assert!(!wx && !x, "{line}");
+        assert!(!call.contains("CLONE_NEW"), "{line}");
+    }
 }
