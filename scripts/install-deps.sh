@@ -1,18 +1,33 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: the age CLI and sqlite3
 # (apt), litestream 0.5.17 (scripts/install-litestream.sh) and moto's S3 server (pip, into
-# .tools/moto, git-ignored; tests/it/s3.rs runs it from there). Safe to run again.
+# .tools/moto, git-ignored; tests/it/s3.rs runs it from there). For the checks of deploy/
+# (tests/it/deploy), it also tries to install systemd-analyze (package systemd) and strace
+# (apt), and kubernetes-validate (pip, into .tools/kubernetes-validate): those are optional, a
+# failed install is a warning and the checks that need the tool print "SKIPPED". Safe to run
+# again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+sudo_cmd=""
+[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 missing=()
 command -v age >/dev/null || missing+=(age)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
+optional=()
+command -v systemd-analyze >/dev/null || optional+=(systemd)
+command -v strace >/dev/null || optional+=(strace)
+if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
+  $sudo_cmd apt-get update -qq >&2 || [ ${#missing[@]} -eq 0 ]
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   echo "installing ${missing[*]} with apt-get" >&2
-  $sudo_cmd apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >&2
+fi
+if [ ${#optional[@]} -gt 0 ]; then
+  echo "installing ${optional[*]} with apt-get (optional: for the checks of deploy/)" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
+    "${optional[@]}" >&2 ||
+    echo "warning: could not install ${optional[*]}: the deploy checks that need them skip" >&2
 fi
 "$root/scripts/install-litestream.sh"
 
@@ -25,4 +40,18 @@ else
   echo "installing moto[server] $moto_version into $moto_dir" >&2
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$moto_dir" --upgrade "moto[server]==$moto_version" >&2
+fi
+
+# kubernetes-validate checks deploy/kubernetes*.yaml against the Kubernetes schemas it bundles
+# (offline); optional.
+kv_version=1.37.0
+kv_dir="$root/.tools/kubernetes-validate"
+if [ -d "$kv_dir/kubernetes_validate-$kv_version.dist-info" ] &&
+  [ -f "$kv_dir/kubernetes_validate/__init__.py" ]; then
+  echo "kubernetes-validate $kv_version at $kv_dir" >&2
+else
+  echo "installing kubernetes-validate $kv_version into $kv_dir (optional)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$kv_dir" --upgrade "kubernetes-validate==$kv_version" >&2 ||
+    echo "warning: could not install kubernetes-validate: the manifest schema check skips" >&2
 fi

@@ -10,6 +10,7 @@ mod fuzz;
 mod logging;
 mod no_row_lost;
 mod operations;
+mod packaging;
 mod reliability;
 mod reload;
 mod replication;
