@@ -9,11 +9,15 @@
 //! kills.
 
 mod child;
+mod guard;
 mod ladder;
+mod life;
+mod reload;
 mod restarts;
 pub(crate) mod role;
 mod run;
 mod socket;
+mod stop;
 
 pub use role::{FollowSource, Role};
 

@@ -10,13 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::child::LitestreamChild;
-use super::ladder::{Ladder, Step};
 use super::restarts::{Restarts, Verdict};
-use super::socket::{first_sync, poll_databases, sync_all, DbSync, POLL_EVERY};
 use super::{FollowSource, Options, ReloadOutcome, Role};
 use crate::binary::LitestreamBinary;
 use crate::child_logs::LogForwarder;
@@ -25,10 +21,10 @@ use crate::control::ControlClient;
 use crate::error::{Error, Result};
 use crate::handoff::Handoff;
 use crate::lock::InstanceLock;
-use crate::render::{render, Rendered};
+use crate::render::Rendered;
 use crate::runtime::RuntimeDir;
-use crate::status::{DbStatus, ExitInfo, State, Status};
-use crate::wal_guard::{databases_now, WalGuard};
+use crate::status::{ExitInfo, State, Status};
+use crate::wal_guard::WalGuard;
 
 /// The supervision task's state.
 pub(super) struct Supervisor {
@@ -60,7 +56,7 @@ pub(super) struct Supervisor {
 }
 
 /// How one litestream's life ended.
-enum Life {
+pub(super) enum Life {
     /// It exited by itself (or never became ready in time).
     Exited { info: ExitInfo, was_ready: bool },
     /// A stop was requested and carried out.
@@ -69,16 +65,9 @@ enum Life {
     Reloaded,
 }
 
-/// A validated new config, with the locks of its databases already held.
-struct Prepared {
-    config: LitestreamConfig,
-    id: i64,
-    new_locks: Vec<(PathBuf, InstanceLock)>,
-}
-
 /// Why litestream is being stopped.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum StopFor {
+pub(super) enum StopFor {
     /// For good: a further request escalates.
     Good,
     /// To start it again with a new config: a request meanwhile is the first stop.
@@ -87,59 +76,11 @@ enum StopFor {
 
 /// What to do once litestream is ready.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub(super) enum Purpose {
     /// Replicate until told to stop.
     Replicate,
     /// A stop came while no litestream ran: sync, then stop at once.
     FinalSync,
-}
-
-/// How waiting for readiness ended.
-enum Readiness {
-    /// litestream answers; `stop_pending` when a stop was requested meanwhile.
-    Ready {
-        child: LitestreamChild,
-        stop_pending: bool,
-    },
-    /// litestream's life ended before it was ready.
-    Over(Life),
-}
-
-/// The ticks of a ready litestream's life.
-struct Timers {
-    /// The status poll.
-    poll: tokio::time::Interval,
-    /// Listing the replica to check it can still be restored from.
-    replica: tokio::time::Interval,
-    /// Looking for a newer config generation, when `reloads`.
-    reload: tokio::time::Interval,
-    reloads: bool,
-}
-
-impl Timers {
-    fn new(options: &Options) -> Self {
-        use tokio::time::{interval_at, Instant, MissedTickBehavior};
-        let far = Duration::from_secs(100 * 365 * 24 * 3600);
-        let replica_every = match (&options.role, options.replica_check) {
-            (Role::Replicate, Some(every)) if !every.is_zero() => every,
-            _ => far,
-        };
-        let check_every = options.reload.as_ref().and_then(|r| r.check_every);
-        let reload_every = check_every.unwrap_or(Duration::from_secs(3600));
-        let mut t = Timers {
-            poll: tokio::time::interval(POLL_EVERY),
-            replica: interval_at(
-                Instant::now() + replica_every.min(Duration::from_secs(10)),
-                replica_every,
-            ),
-            reload: interval_at(Instant::now() + reload_every, reload_every),
-            reloads: check_every.is_some(),
-        };
-        for i in [&mut t.poll, &mut t.replica, &mut t.reload] {
-            i.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        }
-        t
-    }
 }
 
 /// Takes the lock of every database of `config` not in `already` (in path order).
@@ -182,7 +123,7 @@ impl Supervisor {
         result
     }
 
-    async fn supervise(&mut self) -> Result<()> {
+    pub(super) async fn supervise(&mut self) -> Result<()> {
         let mut restarts = Restarts::new(
             self.options.backoff.clone(),
             self.options.restart_window,
@@ -264,7 +205,7 @@ impl Supervisor {
 
     /// Waits `delay` before the next start; a valid new config applies at once and ends the
     /// wait early. True when a stop was requested meanwhile.
-    async fn wait_out_backoff(&mut self, delay: Duration) -> bool {
+    pub(super) async fn wait_out_backoff(&mut self, delay: Duration) -> bool {
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
@@ -282,7 +223,10 @@ impl Supervisor {
 
     /// A reload request while no litestream runs: applied at once when valid. True when
     /// applied.
-    async fn reload_while_down(&mut self, reply: oneshot::Sender<ReloadOutcome>) -> bool {
+    pub(super) async fn reload_while_down(
+        &mut self,
+        reply: oneshot::Sender<ReloadOutcome>,
+    ) -> bool {
         let outcome = match self.prepare_reload().await {
             Ok(prepared) => self.apply(prepared),
             Err(outcome) => outcome,
@@ -294,7 +238,7 @@ impl Supervisor {
 
     /// A stop while no litestream runs (backoff, or litestream died while a stop waited for it
     /// to be ready): one more start, only to sync; a follower just stops.
-    async fn stop_while_down(&mut self) -> Result<()> {
+    pub(super) async fn stop_while_down(&mut self) -> Result<()> {
         self.stop_requested = true;
         if matches!(self.options.role, Role::Follow { .. }) {
             // A follower has nothing of its own to sync.
@@ -316,7 +260,7 @@ impl Supervisor {
         self.stopped(result)
     }
 
-    fn stopped(&self, result: Result<()>) -> Result<()> {
+    pub(super) fn stopped(&self, result: Result<()>) -> Result<()> {
         self.release_guard();
         self.set(|s| {
             s.state = State::Stopped;
@@ -325,7 +269,7 @@ impl Supervisor {
         result
     }
 
-    fn fail(&self, e: Error) -> Result<()> {
+    pub(super) fn fail(&self, e: Error) -> Result<()> {
         self.release_guard();
         let reason = e.to_string();
         self.set(|s| {
@@ -336,7 +280,7 @@ impl Supervisor {
     }
 
     /// Fails with `e` after the exit `info`, in one status update.
-    fn fail_after(&self, e: Error, info: ExitInfo) -> Result<()> {
+    pub(super) fn fail_after(&self, e: Error, info: ExitInfo) -> Result<()> {
         self.release_guard();
         let reason = e.to_string();
         self.set(|s| {
@@ -347,7 +291,7 @@ impl Supervisor {
         Err(e)
     }
 
-    fn set(&self, f: impl FnOnce(&mut Status)) {
+    pub(super) fn set(&self, f: impl FnOnce(&mut Status)) {
         self.status.send_modify(|s| {
             f(s);
             s.updated_at = SystemTime::now();
@@ -355,46 +299,9 @@ impl Supervisor {
         });
     }
 
-    /// Holds the WAL of every database of the config that exists now (no litestream protects
-    /// it, or none is about to).
-    async fn engage_guard(&self) {
-        if let Some(g) = &self.guard {
-            let config = self.config.clone();
-            let g2 = g.clone();
-            let started = Instant::now();
-            let n = tokio::task::spawn_blocking(move || {
-                let n = g2.engage_blocking(&databases_now(&config));
-                // Engaged here: a watcher waking late must not begin a transaction after a
-                // release that makes way for a forced snapshot.
-                g2.disarm();
-                n
-            })
-            .await
-            .unwrap_or(0);
-            tracing::debug!(
-                held = n,
-                us = started.elapsed().as_micros() as u64,
-                "WAL guard engaged"
-            );
-        }
-    }
-
-    /// After a gap nobody guarded (a cold start, or the milliseconds between litestream's death
-    /// and the guard): each database whose WAL was restarted since litestream's last local
-    /// transaction is checkpointed with TRUNCATE, so the next litestream takes a full snapshot
-    /// instead of missing the frames the restart overwrote.
-    async fn snapshot_where_wal_restarted(&self) {
-        let Some(guard) = self.guard.clone() else {
-            return;
-        };
-        let config = self.config.clone();
-        let _ = tokio::task::spawn_blocking(move || snapshot_where_wal_restarted(&config, &guard))
-            .await;
-    }
-
     /// Lists the replica of every `path` database and records those that cannot be restored
     /// from in the status (a listing that fails leaves the previous verdict).
-    fn check_replicas(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(super) fn check_replicas(&self) -> impl Future<Output = ()> + Send + 'static {
         let (binary, config, status, mode, dir) = (
             self.binary.clone(),
             self.config.clone(),
@@ -431,414 +338,16 @@ impl Supervisor {
         }
     }
 
-    /// Ends the WAL guard: no litestream is going to run any more.
-    fn release_guard(&self) {
-        if let Some(g) = &self.guard {
-            g.release_all();
-        }
-    }
-
-    fn control(&self) -> Option<ControlClient> {
+    pub(super) fn control(&self) -> Option<ControlClient> {
         self.rendered.socket.as_ref().map(ControlClient::new)
     }
 
-    fn grace(&self) -> Duration {
+    pub(super) fn grace(&self) -> Duration {
         self.options.grace_for(&self.config)
     }
 
-    /// One litestream's life: spawn, wait until ready, then replicate until it exits or a stop
-    /// is requested (or, for [`Purpose::FinalSync`], stop as soon as it is ready).
-    async fn live(&mut self, purpose: Purpose) -> Result<Life> {
-        // The last look before litestream starts: whatever the WAL went through while none ran
-        // (the backoff can be long), litestream must not resume past frames it never copied.
-        self.snapshot_where_wal_restarted().await;
-        let (child, handoff) = self.spawn_child()?;
-        let control = self.control();
-        let (child, stop_pending) = match self.until_ready(child, handoff, &control).await {
-            Readiness::Ready {
-                child,
-                stop_pending,
-            } => (child, stop_pending),
-            Readiness::Over(life) => return Ok(life),
-        };
-        tracing::info!(
-            pid = child.pid,
-            ms = child.started.elapsed().as_millis() as u64,
-            "litestream ready"
-        );
-        self.set(|s| {
-            s.state = State::Ready;
-            s.ready_since = Some(SystemTime::now());
-            s.databases.clear();
-        });
-        if purpose == Purpose::FinalSync || stop_pending {
-            return Ok(Life::Stopped(
-                self.stop_child(child, true, StopFor::Good).await,
-            ));
-        }
-        self.replicate(child, control).await
-    }
-
-    /// Spawns litestream on a fresh handoff of the rendered config, with the instance locks
-    /// inherited, the WAL guard's watcher armed on its pid, and the status saying so.
-    fn spawn_child(&mut self) -> Result<(LitestreamChild, Handoff)> {
-        let handoff = Handoff::create(
-            self.options.handoff,
-            self.rendered.yaml.as_bytes(),
-            self.runtime.path(),
-        )?;
-        self.logs.state().reset_for_child();
-        let mut lock_fds = vec![self.store_lock.raw_fd()];
-        lock_fds.extend(self.db_locks.iter().map(|(_, l)| l.raw_fd()));
-        let args = self.child_args(&handoff);
-        let child =
-            LitestreamChild::spawn(&self.binary.path, &args, &handoff, lock_fds, &self.logs)?;
-        if let Some(g) = &self.guard {
-            g.arm(child.pid, self.config.clone());
-        }
-        self.store_lock.record(Some(child.pid));
-        for (_, lock) in &mut self.db_locks {
-            lock.record(Some(child.pid));
-        }
-        tracing::info!(
-            pid = child.pid,
-            handoff = ?self.options.handoff,
-            db = %db_list(&self.config),
-            "litestream started"
-        );
-        self.set(|s| {
-            s.state = State::Starting;
-            s.pid = Some(child.pid);
-        });
-        Ok((child, handoff))
-    }
-
-    /// Waits until litestream answers (or, without a control socket, until its start-up window
-    /// passed). A stop request meanwhile waits (within the grace) for readiness, so the sync
-    /// before stopping can run; a second request stops at once. The handoff is emptied on every
-    /// way out.
-    async fn until_ready(
-        &mut self,
-        mut child: LitestreamChild,
-        mut handoff: Handoff,
-        control: &Option<ControlClient>,
-    ) -> Readiness {
-        let give_up_at = child.started + self.options.ready_timeout;
-        let ready_by = child.started + self.options.startup_window;
-        // A stop requested before this litestream started (its life is the final sync): a
-        // further request escalates at once.
-        let mut stop_deadline: Option<Instant> =
-            self.stop_requested.then(|| Instant::now() + self.grace());
-        // litestream is usually ready within 30-40 ms: look often at first, then every 10 ms.
-        let mut interval = Duration::from_millis(1);
-        let over = loop {
-            let wait = interval;
-            interval = (interval * 3 / 2).min(Duration::from_millis(10));
-            tokio::select! {
-                status = child.wait() => {
-                    self.engage_guard().await;
-                    handoff.remove();
-                    let info = child.finish(status, &self.logs).await;
-                    break Life::Exited { info, was_ready: false };
-                }
-                Some(()) = self.stop_rx.recv() => {
-                    if stop_deadline.is_some() {
-                        handoff.remove();
-                        break Life::Stopped(self.stop_child(child, false, StopFor::Good).await);
-                    }
-                    tracing::info!(pid = child.pid, "stop requested while litestream starts: waiting until it is ready, to sync");
-                    self.stop_requested = true;
-                    stop_deadline = Some(Instant::now() + self.grace());
-                }
-                ready = probe(control, &self.options.role, ready_by, wait) => {
-                    if ready {
-                        handoff.remove();
-                        return Readiness::Ready { child, stop_pending: stop_deadline.is_some() };
-                    }
-                    if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-                        handoff.remove();
-                        break Life::Stopped(self.stop_child(child, false, StopFor::Good).await);
-                    }
-                    if Instant::now() >= give_up_at {
-                        tracing::error!(pid = child.pid, timeout_s = self.options.ready_timeout.as_secs(), "litestream did not become ready: stopping it");
-                        handoff.remove();
-                        let _ = self.stop_child_quietly(&mut child).await;
-                        let status = child.wait().await;
-                        let info = child.finish(status, &self.logs).await;
-                        break Life::Exited { info, was_ready: false };
-                    }
-                }
-            }
-        };
-        Readiness::Over(over)
-    }
-
-    /// A ready litestream's life: the first sync (then the WAL guard lets go), status polls,
-    /// replica checks and reloads, until it exits, a stop is requested or a reload replaces it.
-    async fn replicate(
-        &mut self,
-        child: LitestreamChild,
-        control: Option<ControlClient>,
-    ) -> Result<Life> {
-        // Sync once right away, without waiting for the replica (a sync that waits ends
-        // litestream's WAL read transaction for good): litestream then has initialised every
-        // database, so even if this supervisor dies its final sync on SIGTERM (parent-death
-        // signal) is not skipped, and the writes made while no litestream ran are copied now.
-        // Then the WAL guard lets go of each database once litestream holds its own read lock.
-        // A request still in flight when litestream is told to stop would hold its HTTP server's
-        // shutdown for 5 s: the task is aborted (its connection closed) before any stop.
-        let mut initial_sync = self.guard.clone().map(|g| {
-            AbortOnDrop(tokio::spawn(first_sync(
-                control.clone(),
-                g,
-                child.pid,
-                Duration::from_secs(30),
-            )))
-        });
-        let mut timers = Timers::new(&self.options);
-        let mut _replica_task: Option<AbortOnDrop> = None;
-        let mut child = child;
-        loop {
-            let mut reply = None;
-            tokio::select! {
-                Some(r) = self.reload_rx.recv() => reply = Some(r),
-                _ = timers.reload.tick(), if timers.reloads => {
-                    if !self.newer_generation().await {
-                        continue;
-                    }
-                    tracing::info!("a new config generation was saved: reloading");
-                }
-                status = child.wait() => {
-                    // First of all: no litestream holds the WAL now.
-                    self.engage_guard().await;
-                    let info = child.finish(status, &self.logs).await;
-                    return Ok(Life::Exited { info, was_ready: true });
-                }
-                Some(()) = self.stop_rx.recv() => {
-                    initial_sync.take();
-                    return Ok(Life::Stopped(self.stop_child(child, true, StopFor::Good).await));
-                }
-                _ = timers.replica.tick() => {
-                    _replica_task = Some(AbortOnDrop(tokio::spawn(self.check_replicas())));
-                    continue;
-                }
-                _ = timers.poll.tick() => {
-                    self.poll(&control, child.pid).await;
-                    continue;
-                },
-            }
-            // A reload: requested, or a new generation noticed.
-            let prepared = match self.prepare_reload().await {
-                Ok(prepared) => prepared,
-                Err(outcome) => {
-                    if let Some(r) = reply {
-                        let _ = r.send(outcome);
-                    }
-                    continue;
-                }
-            };
-            initial_sync.take();
-            return Ok(self.reload_now(child, prepared, reply).await);
-        }
-    }
-
-    /// The status poll: each database's sync and read lock (a follower: its copy's position).
-    async fn poll(&mut self, control: &Option<ControlClient>, pid: u32) {
-        if let Some(c) = control {
-            if let Some(dbs) = poll_databases(c, pid).await {
-                let dbs = self.judge_read_locks(dbs, pid);
-                self.set(|s| s.databases = dbs);
-            }
-        } else if let Role::Follow { output, .. } = &self.options.role {
-            let db = super::role::follower_status(output);
-            self.set(|s| s.databases = vec![db]);
-        }
-    }
-
-    /// Stops the running litestream with its final sync and switches to the prepared config;
-    /// a stop requested meanwhile wins and the new config is not used.
-    async fn reload_now(
-        &mut self,
-        child: LitestreamChild,
-        prepared: Prepared,
-        reply: Option<oneshot::Sender<ReloadOutcome>>,
-    ) -> Life {
-        tracing::info!(pid = child.pid, id = prepared.id, "new config: stopping litestream with its final sync, then starting it with the new config");
-        let stopped = self.stop_child(child, true, StopFor::Reload).await;
-        if self.stop_requested {
-            if let Some(r) = reply {
-                let _ = r.send(ReloadOutcome::Rejected {
-                    reason: "a stop was requested during the reload".into(),
-                });
-            }
-            return Life::Stopped(stopped);
-        }
-        if let Err(e) = stopped {
-            tracing::error!(error = %e, "the final sync before the reload failed");
-        }
-        let outcome = self.apply(prepared);
-        if let Some(r) = reply {
-            let _ = r.send(outcome);
-        }
-        Life::Reloaded
-    }
-
-    /// True when the store's newest generation is not the one in use (a cheap id read).
-    async fn newer_generation(&self) -> bool {
-        let Some(source) = self.options.reload.clone() else {
-            return false;
-        };
-        let (current, rejected) = {
-            let s = self.status.borrow();
-            (s.config_id, s.rejected_generation.as_ref().map(|r| r.id))
-        };
-        let newest =
-            tokio::task::spawn_blocking(move || source.store.newest_id(&source.scope)).await;
-        match newest {
-            // A generation refused once is not tried again by the periodic check (SIGHUP does).
-            Ok(Ok(Some(id))) => Some(id) != current && Some(id) != rejected,
-            Ok(Ok(None)) => false,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "cannot check the store for a new config");
-                false
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Loads and validates the newest generation (our rules, then litestream's own parser),
-    /// and takes the locks of its databases. Any reason not to switch comes back as the outcome
-    /// to report, is logged, and shows in the status as the rejected generation: the running
-    /// litestream is never stopped for a config that cannot replace it.
-    async fn prepare_reload(&mut self) -> std::result::Result<Prepared, ReloadOutcome> {
-        let status = self.status.clone();
-        let reject = move |id: Option<i64>, reason: String| {
-            tracing::error!(id, reason = %reason, "config not reloaded; litestream keeps running with the config in use");
-            if let Some(id) = id {
-                let reason = reason.clone();
-                status.send_modify(|s| {
-                    s.rejected_generation = Some(crate::status::RejectedGeneration { id, reason });
-                    s.updated_at = std::time::SystemTime::now();
-                });
-            }
-            ReloadOutcome::Rejected { reason }
-        };
-        let Some(source) = self.options.reload.clone() else {
-            return Err(reject(None, "no config store to reload from".into()));
-        };
-        let loaded = tokio::task::spawn_blocking(move || {
-            let newest = source.store.newest_id(&source.scope).ok().flatten();
-            (newest, source.store.load(&source.scope, 0))
-        })
-        .await;
-        let stored = match loaded {
-            Ok((_, Ok(stored))) => stored,
-            Ok((newest, Err(e))) => return Err(reject(newest, e.to_string())),
-            Err(e) => return Err(reject(None, e.to_string())),
-        };
-        if *stored.plaintext == *self.config.yaml().as_bytes() {
-            let id = stored.id;
-            tracing::info!(id, "config unchanged: litestream left alone");
-            self.set(|s| {
-                s.config_id = Some(id);
-                s.rejected_generation = None;
-            });
-            return Err(ReloadOutcome::Unchanged { id });
-        }
-        let id = stored.id;
-        let config = LitestreamConfig::parse(&stored.plaintext, crate::config::Strictness::Lenient)
-            .map_err(|e| reject(Some(id), format!("generation id {id} is not usable: {e}")))?;
-        match crate::check::ask_litestream(&self.binary, &stored.plaintext, &self.runtime_base)
-            .await
-        {
-            Ok(verdict) if verdict.accepted => {}
-            Ok(verdict) => {
-                let said = verdict
-                    .output
-                    .trim()
-                    .lines()
-                    .collect::<Vec<_>>()
-                    .join(" / ");
-                return Err(reject(
-                    Some(id),
-                    format!(
-                        "litestream {} rejects generation id {id}: {said}",
-                        self.binary.version
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(reject(
-                    Some(id),
-                    format!("cannot ask litestream about generation id {id}: {e}"),
-                ))
-            }
-        }
-        let held: Vec<PathBuf> = self.db_locks.iter().map(|(p, _)| p.clone()).collect();
-        let new_locks = lock_databases(&config, &self.runtime_base, &self.runtime, &held)
-            .map_err(|e| reject(None, e.to_string()))?;
-        config.log_warnings();
-        Ok(Prepared {
-            config,
-            id: stored.id,
-            new_locks,
-        })
-    }
-
-    /// Switches to a prepared config (no litestream runs at this point).
-    fn apply(&mut self, prepared: Prepared) -> ReloadOutcome {
-        let Prepared {
-            config,
-            id,
-            new_locks,
-        } = prepared;
-        let wanted = targets_of(&config);
-        if let Some(g) = &self.guard {
-            g.release_except(&databases_now(&config));
-        }
-        self.db_locks.retain(|(p, _)| wanted.contains(p));
-        self.db_locks.extend(new_locks);
-        self.rendered = render(&config, &self.runtime.socket_path());
-        self.logs.set_redactor(config.redactor());
-        let stall_after = (config.sync_interval().unwrap_or(Duration::from_secs(1)) * 3)
-            .max(Duration::from_secs(10));
-        self.config = Arc::new(config);
-        self.set(|s| {
-            s.config_id = Some(id);
-            s.rejected_generation = None;
-            s.stall_after = stall_after;
-            s.databases.clear();
-        });
-        tracing::info!(id, "config reloaded");
-        ReloadOutcome::Applied { id }
-    }
-
-    /// Debounces the read lock seen at one poll (litestream lets go of it for its own
-    /// checkpoints): a database reads as unlocked only when the lock was missing at two polls in
-    /// a row while no WAL guard stood in for it, and that is logged once as a warning.
-    fn judge_read_locks(&mut self, mut dbs: Vec<DbStatus>, pid: u32) -> Vec<DbStatus> {
-        let guarded = self.guard.as_ref().map(|g| g.held()).unwrap_or_default();
-        for d in &mut dbs {
-            if guarded.iter().any(|p| p.as_os_str() == d.path.as_str()) {
-                continue;
-            }
-            if d.read_lock == Some(false) {
-                if self.lock_misses.insert(d.path.clone()) {
-                    d.read_lock = None; // the first miss: maybe a checkpoint
-                } else if !self.lock_warned.contains(&d.path) {
-                    tracing::warn!(db = %d.path, pid, "litestream does not hold its WAL read lock: a checkpoint by the application can restart the WAL and rows would be missing from the replica");
-                    self.lock_warned.insert(d.path.clone());
-                }
-            } else {
-                self.lock_misses.remove(&d.path);
-                self.lock_warned.remove(&d.path);
-            }
-        }
-        dbs
-    }
-
     /// litestream's arguments: `replicate`, or `restore -f` for a follower.
-    fn child_args(&self, handoff: &Handoff) -> Vec<std::ffi::OsString> {
+    pub(super) fn child_args(&self, handoff: &Handoff) -> Vec<std::ffi::OsString> {
         let mut args: Vec<std::ffi::OsString> = Vec::new();
         let config = |args: &mut Vec<std::ffi::OsString>| {
             args.extend([
@@ -874,216 +383,8 @@ impl Supervisor {
         args
     }
 
-    /// SIGTERM, then SIGKILL after 5 s, for a litestream that never became ready.
-    async fn stop_child_quietly(&self, child: &mut LitestreamChild) -> std::process::ExitStatus {
-        child.signal(Signal::SIGTERM);
-        match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                child.signal(Signal::SIGKILL);
-                child.wait().await
-            }
-        }
-    }
-
-    /// The stop sequence, all within one budget, `grace`: sync through the socket (when ready;
-    /// at most `shutdown-sync-timeout` and half the grace), exactly one SIGTERM, the rest of the
-    /// grace for litestream's own final sync and exit, then SIGKILL; always reaps. Further stop
-    /// requests escalate. With a replica that cannot be reached the socket sync and litestream's
-    /// own shutdown sync would each wait their full timeout: the one budget keeps the stop
-    /// within what systemd, Kubernetes and Docker are told.
-    async fn stop_child(
-        &mut self,
-        mut child: LitestreamChild,
-        ready: bool,
-        why: StopFor,
-    ) -> Result<()> {
-        // Before anything ends litestream's read transaction (the sync with `wait`, SIGTERM).
-        self.engage_guard().await;
-        self.set(|s| s.state = State::Stopping);
-        let grace = self.grace();
-        let deadline = tokio::time::Instant::now() + grace;
-        let mut synced = None;
-        let mut ladder = Ladder::default();
-        if ready {
-            if let Some(control) = self.control() {
-                let budget = self.config.shutdown_sync_timeout().min(grace / 2);
-                let sync = sync_all(&control, budget);
-                tokio::pin!(sync);
-                loop {
-                    tokio::select! {
-                        r = &mut sync => {
-                            synced = Some(r);
-                            break;
-                        }
-                        Some(()) = self.stop_rx.recv() => {
-                            if self.stop_during_reload(why) {
-                                continue;
-                            }
-                            tracing::warn!("second stop request: skipping the sync before stopping");
-                            let _ = ladder.on_request();
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        tracing::info!(
-            pid = child.pid,
-            left_s = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .as_secs_f64(),
-            "stopping litestream (SIGTERM)"
-        );
-        take(&child, ladder.terminate());
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = tokio::time::sleep_until(deadline), if !ladder.killed() => {
-                    tracing::error!(pid = child.pid, grace_s = grace.as_secs_f64(), "litestream did not finish its stop within the grace period: SIGKILL");
-                    take(&child, ladder.on_deadline());
-                }
-                Some(()) = self.stop_rx.recv() => {
-                    if self.stop_during_reload(why) {
-                        continue;
-                    }
-                    let step = ladder.on_request();
-                    match step {
-                        Step::Sigterm => tracing::warn!(pid = child.pid, "another stop request: SIGTERM again (litestream skips its final-sync retries)"),
-                        Step::Sigkill => tracing::warn!(pid = child.pid, "another stop request: SIGKILL"),
-                        Step::SkipSync | Step::Wait => {}
-                    }
-                    take(&child, step);
-                }
-            }
-        };
-        let killed = ladder.killed();
-        let info = child.finish(status, &self.logs).await;
-        tracing::info!(
-            pid = info.pid,
-            code = info.code,
-            signal = info.signal,
-            ran_for_ms = info.ran_for.as_millis() as u64,
-            "litestream stopped"
-        );
-        self.set(|s| s.last_exit = Some(info.clone()));
-        if killed {
-            return Err(Error::FinalSync(format!(
-                "litestream was killed ({info}); writes since its last sync may be missing from the replica"
-            )));
-        }
-        if self.logs.state().final_sync_failed() {
-            let n = info.last_lines.len().saturating_sub(5);
-            return Err(Error::FinalSync(format!(
-                "litestream reported it:\n{}",
-                info.last_lines[n..].join("\n")
-            )));
-        }
-        match synced {
-            Some(synced) => self.confirm_replicated(synced, deadline).await,
-            None => Ok(()),
-        }
-    }
-
-    /// A stop request while litestream is stopped for a reload: the first one is a stop, not an
-    /// escalation (litestream must get one SIGTERM and its final-sync retries), remembered so
-    /// that nothing is started again. True when it was taken so.
-    fn stop_during_reload(&mut self, why: StopFor) -> bool {
-        if why == StopFor::Reload && !self.stop_requested {
-            tracing::info!("stop requested during a reload: litestream stops with its final sync and is not started again");
-            self.stop_requested = true;
-            return true;
-        }
-        false
-    }
-
-    /// After a stop: every database the sync before stopping did not confirm is looked up in
-    /// its replica, whose newest transaction must reach the newest one litestream holds locally.
-    /// litestream exits 0 whether or not its final sync reached the replica (a missing bucket,
-    /// say), so its exit code says nothing; the replica's position does.
-    async fn confirm_replicated(
-        &self,
-        synced: std::result::Result<Vec<DbSync>, String>,
-        deadline: tokio::time::Instant,
-    ) -> Result<()> {
-        let paths: Vec<PathBuf> = self
-            .config
-            .dbs()
-            .iter()
-            .filter_map(|d| match d {
-                DbTarget::Path(p) => Some(p.clone()),
-                DbTarget::Dir { .. } => None,
-            })
-            .collect();
-        let same = |a: &std::path::Path, b: &std::path::Path| {
-            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-        };
-        let unconfirmed: Vec<PathBuf> = match &synced {
-            Ok(dbs) => paths
-                .iter()
-                .filter(|p| {
-                    dbs.iter()
-                        .find(|d| same(std::path::Path::new(&d.path), p))
-                        .is_none_or(|d| !d.confirmed())
-                })
-                .cloned()
-                .collect(),
-            Err(_) => paths,
-        };
-        let mut failures = Vec::new();
-        for db in &unconfirmed {
-            // litestream may not even have copied the WAL locally (it checks the replica first):
-            // a database that exists needs at least its first transaction in the replica.
-            let local = match crate::wal_guard::local_position(&self.config.state_dir(db)) {
-                Some(t) => t,
-                None if db.exists() => 1,
-                None => continue,
-            };
-            // Within what is left of the stop's budget (at least a second to look).
-            let left = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .max(Duration::from_secs(1));
-            let replica = crate::restore::replica_position(
-                &self.binary,
-                &self.config,
-                self.options.handoff,
-                self.runtime.path(),
-                db,
-                left,
-            )
-            .await;
-            match replica {
-                Ok(Some(r)) if r >= local => {
-                    tracing::info!(db = %db.display(), txid = local, "the replica holds every transaction (checked after the stop)")
-                }
-                Ok(r) => failures.push(format!(
-                    "{}: the replica holds transaction {}, the database reached {local}",
-                    db.display(),
-                    r.map(|r| r.to_string()).unwrap_or_else(|| "none".into())
-                )),
-                Err(e) => failures.push(format!("{}: {e}", db.display())),
-            }
-        }
-        if failures.is_empty() {
-            return Ok(());
-        }
-        let why = match &synced {
-            Err(e) => format!(" (the sync before stopping failed: {e})"),
-            Ok(dbs) => dbs
-                .iter()
-                .filter_map(|d| d.answer.as_ref().err())
-                .next()
-                .map(|e| format!(" (the sync before stopping failed: {e})"))
-                .unwrap_or_default(),
-        };
-        Err(Error::FinalSync(format!(
-            "the final sync did not reach the replica: {}{why}",
-            failures.join("; ")
-        )))
-    }
-
     /// Verifies every `path` database each `every` while litestream is ready.
-    fn verify_loop(&self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
+    pub(super) fn verify_loop(&self, every: Duration) -> impl Future<Output = ()> + Send + 'static {
         let (binary, config, status) = (
             self.binary.clone(),
             self.config.clone(),
@@ -1129,32 +430,8 @@ impl Supervisor {
     }
 }
 
-/// See [`Supervisor::snapshot_where_wal_restarted`]. The guard lets go of a database for its
-/// checkpoint (a TRUNCATE waits for every reader) and holds it again right after.
-fn snapshot_where_wal_restarted(config: &LitestreamConfig, guard: &WalGuard) {
-    guard.disarm(); // no watcher may begin a transaction between a release and the checkpoint
-    for db in databases_now(config) {
-        let Some(why) = crate::wal_guard::frames_at_risk(&db, &config.state_dir(&db)) else {
-            continue;
-        };
-        let was_held = guard.release(&db);
-        let forced = crate::wal_guard::force_snapshot(&db);
-        if was_held {
-            guard.engage_blocking(std::slice::from_ref(&db));
-        }
-        match forced {
-            Ok(()) => {
-                tracing::warn!(db = %db.display(), "{why}: litestream takes a full snapshot, so no frame is missed")
-            }
-            Err(e) => {
-                tracing::error!(db = %db.display(), error = %e, "{why}, and no full snapshot could be forced: writes made meanwhile may be missing from the replica")
-            }
-        }
-    }
-}
-
 /// A task aborted when this is dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -1163,7 +440,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The paths a config replicates (files and directories).
-fn targets_of(config: &LitestreamConfig) -> Vec<PathBuf> {
+pub(super) fn targets_of(config: &LitestreamConfig) -> Vec<PathBuf> {
     config
         .dbs()
         .iter()
@@ -1175,7 +452,7 @@ fn targets_of(config: &LitestreamConfig) -> Vec<PathBuf> {
 }
 
 /// The databases of `config`, for logs.
-fn db_list(config: &LitestreamConfig) -> String {
+pub(super) fn db_list(config: &LitestreamConfig) -> String {
     config
         .dbs()
         .iter()
@@ -1188,7 +465,7 @@ fn db_list(config: &LitestreamConfig) -> String {
 }
 
 /// An "exit" for a litestream that could not be spawned at all.
-fn spawn_failure(e: Error) -> ExitInfo {
+pub(super) fn spawn_failure(e: Error) -> ExitInfo {
     ExitInfo {
         pid: 0,
         code: None,
@@ -1196,41 +473,5 @@ fn spawn_failure(e: Error) -> ExitInfo {
         at: SystemTime::now(),
         ran_for: Duration::ZERO,
         last_lines: vec![e.to_string()],
-    }
-}
-
-/// Carries out one step of the stop ladder on `child`.
-fn take(child: &LitestreamChild, step: Step) {
-    match step {
-        Step::Sigterm => child.signal(Signal::SIGTERM),
-        Step::Sigkill => child.signal(Signal::SIGKILL),
-        Step::SkipSync | Step::Wait => {}
-    }
-}
-
-/// One look, after `wait`, at whether litestream is ready: its control socket answers; or,
-/// without one, its start-up window (until `ready_by`) passed, and a follower's copy opens. The
-/// config must have been read before the handoff is emptied: an existing copy opens at once.
-async fn probe(
-    control: &Option<ControlClient>,
-    role: &Role,
-    ready_by: Instant,
-    wait: Duration,
-) -> bool {
-    tokio::time::sleep(wait).await;
-    if let Some(c) = control {
-        return c.get("/info", Duration::from_millis(500)).await.is_ok();
-    }
-    if Instant::now() < ready_by {
-        return false;
-    }
-    match role {
-        Role::Follow { output, .. } => {
-            let output = output.clone();
-            tokio::task::spawn_blocking(move || super::role::output_opens(&output))
-                .await
-                .unwrap_or(false)
-        }
-        Role::Replicate => true,
     }
 }
