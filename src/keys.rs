@@ -4,7 +4,7 @@
 //! The key file is read each time it is needed, never cached for the life of the process.
 
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
@@ -142,4 +142,93 @@ pub fn generate(path: &Path) -> Result<x25519::Recipient> {
         .and_then(|_| file.sync_all())
         .map_err(|e| Error::io("cannot write key file", path, e))?;
     Ok(recipient)
+}
+
+/// An ASCII-armored age file (`age -a`, pasted into a TEXT column) as its binary form; anything
+/// else as it is.
+pub(crate) fn dearmored(content: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !content
+        .trim_ascii_start()
+        .starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return std::borrow::Cow::Borrowed(content);
+    }
+    let mut binary = Vec::with_capacity(content.len());
+    let mut reader = age::armor::ArmoredReader::new(content.trim_ascii_start());
+    match reader.read_to_end(&mut binary) {
+        Ok(_) => std::borrow::Cow::Owned(binary),
+        Err(_) => std::borrow::Cow::Borrowed(content),
+    }
+}
+
+/// Which identity, if any, opens an age file's header (the payload is not read).
+pub(crate) enum Opened {
+    /// Opened by the identity with this recipient.
+    By(String),
+    NotByThisKey,
+    NotAge,
+}
+
+pub(crate) fn opened_by(content: &[u8], keys: &KeyRing) -> Opened {
+    let content = dearmored(content);
+    for identity in keys.each() {
+        let Ok(decryptor) = age::Decryptor::new_buffered(&content[..]) else {
+            return Opened::NotAge;
+        };
+        if decryptor
+            .decrypt(std::iter::once(identity as &dyn age::Identity))
+            .is_ok()
+        {
+            return Opened::By(identity.to_public().to_string());
+        }
+    }
+    Opened::NotByThisKey
+}
+
+/// Binary (not armored) age ciphertext of `plaintext` to the key ring's first recipient.
+pub(crate) fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
+    let recipient = keys.recipient();
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+            .map_err(|e| Error::Usage(format!("cannot encrypt: {e}")))?;
+    let mut out = Vec::with_capacity(plaintext.len() + 256);
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
+    writer
+        .write_all(plaintext)
+        .and_then(|_| writer.finish().map(|_| ()))
+        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
+    Ok(out)
+}
+/// Why an age file could not be decrypted.
+pub(crate) enum DecryptFailure {
+    /// No identity of the key ring is a recipient.
+    NoMatchingKey,
+    /// Not an age file, or altered: the reason, in a line.
+    Unreadable(String),
+}
+
+/// Decrypts `content` (binary or ASCII-armored age) with any identity of `keys`, into a
+/// zeroizing buffer.
+pub(crate) fn decrypt(
+    keys: &KeyRing,
+    content: &[u8],
+) -> std::result::Result<Zeroizing<Vec<u8>>, DecryptFailure> {
+    use std::io::Read;
+    let content = dearmored(content);
+    let decryptor = age::Decryptor::new_buffered(&content[..]).map_err(|_| {
+        DecryptFailure::Unreadable("not an age file: its header is unreadable".into())
+    })?;
+    let mut reader = decryptor.decrypt(keys.identities()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => DecryptFailure::NoMatchingKey,
+        other => {
+            DecryptFailure::Unreadable(other.to_string().lines().next().unwrap_or("").to_string())
+        }
+    })?;
+    let mut plaintext = Zeroizing::new(Vec::new());
+    reader
+        .read_to_end(&mut plaintext)
+        .map_err(|e| DecryptFailure::Unreadable(format!("decryption failed: {e}")))?;
+    Ok(plaintext)
 }

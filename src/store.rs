@@ -5,7 +5,6 @@
 //! The store is often the very database litestream replicates, so every operation opens a
 //! connection, does its work and closes it: nothing is held open across the daemon's life.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +13,10 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
+
+mod rows;
+
+use rows::{check_format, content_bytes, has_table, Row};
 
 /// The scope litestream configs are saved under unless told otherwise.
 pub const DEFAULT_SCOPE: &str = "litestream";
@@ -140,7 +143,7 @@ impl ConfigStore {
         check_format(format)?;
         let keys = KeyRing::read(&self.key)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = encrypt(&keys, plaintext)?;
+        let content = crate::keys::encrypt(&keys, plaintext)?;
         self.insert(scope, &content, format, description)
     }
 
@@ -220,9 +223,9 @@ impl ConfigStore {
             let (id, created_at, format, description, content) =
                 row.map_err(|e| self.sqlite("cannot read app_config", e))?;
             let recipient = match (&keys, content) {
-                (Some(keys), Ok(content)) => match opened_by(&content, keys) {
-                    Opened::By(recipient) => Some(recipient),
-                    Opened::NotByThisKey | Opened::NotAge => None,
+                (Some(keys), Ok(content)) => match crate::keys::opened_by(&content, keys) {
+                    crate::keys::Opened::By(recipient) => Some(recipient),
+                    crate::keys::Opened::NotByThisKey | crate::keys::Opened::NotAge => None,
                 },
                 _ => None,
             };
@@ -249,7 +252,7 @@ impl ConfigStore {
         let content = self.usable(&row, scope)?;
         let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = encrypt(&keys, &plaintext)?;
+        let content = crate::keys::encrypt(&keys, &plaintext)?;
         let description = format!("rollback to generation {generation} (id {})", row.id);
         self.insert(scope, &content, &row.format, &description)
     }
@@ -292,9 +295,9 @@ impl ConfigStore {
             return Ok(());
         };
         let first = KeyRing::from_identities(vec![keys.first().clone()]);
-        match opened_by(content, &first) {
-            Opened::By(_) | Opened::NotAge => Ok(()),
-            Opened::NotByThisKey => Err(Error::KeyChanged {
+        match crate::keys::opened_by(content, &first) {
+            crate::keys::Opened::By(_) | crate::keys::Opened::NotAge => Ok(()),
+            crate::keys::Opened::NotByThisKey => Err(Error::KeyChanged {
                 key: self.key.clone(),
                 recipient: keys.recipient().to_string(),
                 db: self.db.clone(),
@@ -428,23 +431,15 @@ impl ConfigStore {
             id,
             reason,
         };
-        let content = dearmored(content);
-        let decryptor = age::Decryptor::new_buffered(&content[..])
-            .map_err(|_| corrupt("not an age file: its header is unreadable".into()))?;
-        let mut reader = decryptor.decrypt(keys.identities()).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => Error::WrongKey {
+        crate::keys::decrypt(keys, content).map_err(|e| match e {
+            crate::keys::DecryptFailure::NoMatchingKey => Error::WrongKey {
                 key: self.key.clone(),
                 db: self.db.clone(),
                 scope: scope.into(),
                 generation,
             },
-            other => corrupt(other.to_string().lines().next().unwrap_or("").to_string()),
-        })?;
-        let mut plaintext = Zeroizing::new(Vec::new());
-        reader
-            .read_to_end(&mut plaintext)
-            .map_err(|e| corrupt(format!("decryption failed: {e}")))?;
-        Ok(plaintext)
+            crate::keys::DecryptFailure::Unreadable(reason) => corrupt(reason),
+        })
     }
 
     fn sqlite(&self, op: &'static str, source: rusqlite::Error) -> Error {
@@ -471,106 +466,4 @@ impl ConfigStore {
             _ => self.sqlite("cannot use database", e),
         }
     }
-}
-
-struct Row {
-    id: i64,
-    /// The bytes of `content`, or the kind of value it holds when that is neither BLOB nor TEXT.
-    content: std::result::Result<Vec<u8>, &'static str>,
-    format: String,
-    created_at: String,
-}
-
-/// `content` as bytes, whether it was bound as a BLOB (restinpieces, us) or as TEXT (a row
-/// written with plain SQL, or by a driver binding a string).
-fn content_bytes(v: rusqlite::types::ValueRef<'_>) -> std::result::Result<Vec<u8>, &'static str> {
-    use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b.to_vec()),
-        ValueRef::Null => Err("NULL"),
-        ValueRef::Integer(_) => Err("an integer"),
-        ValueRef::Real(_) => Err("a number"),
-    }
-}
-
-/// An ASCII-armored age file (`age -a`, pasted into a TEXT column) as its binary form; anything
-/// else as it is.
-fn dearmored(content: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !content
-        .trim_ascii_start()
-        .starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
-    {
-        return std::borrow::Cow::Borrowed(content);
-    }
-    let mut binary = Vec::with_capacity(content.len());
-    let mut reader = age::armor::ArmoredReader::new(content.trim_ascii_start());
-    match reader.read_to_end(&mut binary) {
-        Ok(_) => std::borrow::Cow::Owned(binary),
-        Err(_) => std::borrow::Cow::Borrowed(content),
-    }
-}
-
-/// Which identity, if any, opens an age file's header (the payload is not read).
-enum Opened {
-    /// Opened by the identity with this recipient.
-    By(String),
-    NotByThisKey,
-    NotAge,
-}
-
-fn opened_by(content: &[u8], keys: &KeyRing) -> Opened {
-    let content = dearmored(content);
-    for identity in keys.each() {
-        let Ok(decryptor) = age::Decryptor::new_buffered(&content[..]) else {
-            return Opened::NotAge;
-        };
-        if decryptor
-            .decrypt(std::iter::once(identity as &dyn age::Identity))
-            .is_ok()
-        {
-            return Opened::By(identity.to_public().to_string());
-        }
-    }
-    Opened::NotByThisKey
-}
-
-fn has_table(conn: &Connection, db: &Path) -> Result<bool> {
-    conn.query_row(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'app_config'",
-        [],
-        |_| Ok(()),
-    )
-    .optional()
-    .map(|r| r.is_some())
-    .map_err(|e| Error::Sqlite {
-        op: "cannot read schema",
-        path: db.into(),
-        source: e,
-    })
-}
-
-fn check_format(format: &str) -> Result<()> {
-    match format {
-        "yml" | "yaml" => Ok(()),
-        other => Err(Error::WrongFormat {
-            format: other.into(),
-        }),
-    }
-}
-
-/// Binary (not armored) age ciphertext of `plaintext` to the key ring's first recipient.
-fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let recipient = keys.recipient();
-    let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
-            .map_err(|e| Error::Usage(format!("cannot encrypt: {e}")))?;
-    let mut out = Vec::with_capacity(plaintext.len() + 256);
-    let mut writer = encryptor
-        .wrap_output(&mut out)
-        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
-    writer
-        .write_all(plaintext)
-        .and_then(|_| writer.finish().map(|_| ()))
-        .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
-    Ok(out)
 }
