@@ -1,4 +1,5 @@
 //! Config load: open the store, decrypt, validate, for a 1 KB and a 1 MB config.
+#![allow(missing_docs)] // criterion's macros define undocumented public functions
 
 use std::hint::black_box;
 

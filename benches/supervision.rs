@@ -3,6 +3,7 @@
 //!
 //! `cargo bench --bench supervision` prints a Markdown report on stdout (scripts/bench.sh puts
 //! it into BENCHMARKS.md). `BENCH_QUICK=1` shortens every measurement (for a smoke run).
+#![allow(missing_docs)] // criterion's macros define undocumented public functions
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -49,7 +49,9 @@ impl std::str::FromStr for LogMode {
 /// Which pipe a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
+    /// litestream's stdout.
     Stdout,
+    /// litestream's stderr.
     Stderr,
 }
 

@@ -30,7 +30,12 @@ pub enum DbTarget {
     /// `path:` a single database file.
     Path(PathBuf),
     /// `dir:` + `pattern:` a directory of databases.
-    Dir { dir: PathBuf, pattern: String },
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The file pattern (Go glob).
+        pattern: String,
+    },
 }
 
 /// The user's own `socket:` section, when there is one.

@@ -16,7 +16,9 @@ pub enum ControlError {
     /// The socket is not there or nobody listens.
     #[error("cannot connect to {path}: {source}")]
     Connect {
+        /// The file or directory concerned.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
     /// No complete answer within the timeout.

@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 /// One check: passed, or what to change.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
+    /// The name.
     pub name: String,
+    /// Whether it passed.
     pub ok: bool,
     /// What was found (and what to do when not ok).
     pub detail: String,

@@ -22,8 +22,11 @@ use crate::supervisor::Litestream;
 /// A signal the host received, passed on by the binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostSignal {
+    /// SIGTERM: stop.
     Terminate,
+    /// SIGINT: stop.
     Interrupt,
+    /// SIGHUP: reload the config.
     Hangup,
 }
 
@@ -40,7 +43,9 @@ impl HostSignal {
 /// The application to run beside litestream.
 #[derive(Debug, Clone)]
 pub struct App {
+    /// The program to run.
     pub program: OsString,
+    /// Its arguments.
     pub args: Vec<OsString>,
 }
 

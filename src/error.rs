@@ -27,56 +27,95 @@ impl std::fmt::Display for Problem {
 pub enum Error {
     /// The age key file does not exist.
     #[error("age key file {path} does not exist: create one with `rip-litestream keygen --output {path}` or pass the right one with --age-key")]
-    KeyMissing { path: PathBuf },
+    KeyMissing {
+        /// The file or directory concerned.
+        path: PathBuf,
+    },
 
     /// The age key file exists but could not be read (permissions, a directory, I/O).
     #[error("cannot read age key file {path}: {reason}: pass a readable key file with --age-key")]
-    KeyUnreadable { path: PathBuf, reason: String },
+    KeyUnreadable {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What went wrong, in a line.
+        reason: String,
+    },
 
     /// The key file holds no `AGE-SECRET-KEY-1...` line, or a malformed one.
     #[error("age key file {path} {reason}: it must hold lines `AGE-SECRET-KEY-1...` as written by `rip-litestream keygen` or `age-keygen`")]
-    KeyInvalid { path: PathBuf, reason: String },
+    KeyInvalid {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What went wrong, in a line.
+        reason: String,
+    },
 
     /// `keygen` (or `init`) would overwrite an existing key.
     #[error("{path} already exists: refusing to overwrite a key (move it away or choose another --output)")]
-    KeyExists { path: PathBuf },
+    KeyExists {
+        /// The file or directory concerned.
+        path: PathBuf,
+    },
 
     /// No identity in the key file can decrypt the stored config.
     #[error("the age key {key} cannot decrypt {scope} generation {generation} in {db}: it was saved for another key (or the stored row was altered); pass the key it was saved with (--age-key)")]
     WrongKey {
+        /// The age key file.
         key: PathBuf,
+        /// The database concerned.
         db: PathBuf,
+        /// The config scope.
         scope: String,
+        /// The generation (0 = newest).
         generation: u32,
     },
 
     /// The stored ciphertext is not a valid age file, or it was altered.
     #[error("the stored config ({scope} generation {generation}, row id {id}) in {db} is corrupt ({reason}): save a good config with `rip-litestream config save` or roll back with `rip-litestream config rollback N`")]
     Corrupt {
+        /// The database concerned.
         db: PathBuf,
+        /// The config scope.
         scope: String,
+        /// The generation (0 = newest).
         generation: u32,
+        /// The row id.
         id: i64,
+        /// What went wrong, in a line.
         reason: String,
     },
 
     /// The store database does not exist.
     #[error("database {path} does not exist: create it with `rip-litestream --db {path} init --replica DIR` or pass the right path with --db")]
-    StoreMissing { path: PathBuf },
+    StoreMissing {
+        /// The file or directory concerned.
+        path: PathBuf,
+    },
 
     /// The store path exists but is not a SQLite database.
     #[error("{path} is not a SQLite database: pass the application's database with --db")]
-    NotSqlite { path: PathBuf },
+    NotSqlite {
+        /// The file or directory concerned.
+        path: PathBuf,
+    },
 
     /// The store cannot be written (read-only file or directory).
     #[error("database {path} is read-only: {reason}: make it writable or use another --db")]
-    StoreReadOnly { path: PathBuf, reason: String },
+    StoreReadOnly {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What went wrong, in a line.
+        reason: String,
+    },
 
     /// No row for this scope (or not that many generations).
     #[error("{what} in {db}: {hint}")]
     NotFound {
+        /// The database concerned.
         db: PathBuf,
+        /// What is missing.
         what: String,
+        /// What to do.
         hint: String,
     },
 
@@ -86,14 +125,21 @@ pub enum Error {
 
     /// A requested save has a format other than yml/yaml.
     #[error("format `{format}` is not a litestream config: use `yml` or `yaml`")]
-    WrongFormat { format: String },
+    WrongFormat {
+        /// The format found.
+        format: String,
+    },
 
     /// A stored row (written by another tool) has a format other than yml/yaml.
     #[error("row id {id} of scope `{scope}` in {db} has format `{format}`{why}: a litestream config has format `yml` or `yaml`; if the row is one, set it with `UPDATE app_config SET format = 'yml' WHERE id = {id}`, else save one with `rip-litestream config save`")]
     RowFormat {
+        /// The database concerned.
         db: PathBuf,
+        /// The config scope.
         scope: String,
+        /// The row id.
         id: i64,
+        /// The format found.
         format: String,
         /// Why the row may have it (e.g. the table's default for rows inserted without one).
         why: &'static str,
@@ -102,19 +148,28 @@ pub enum Error {
     /// A stored row's `content` is neither BLOB nor TEXT.
     #[error("row id {id} of scope `{scope}` in {db} holds {kind} in `content`, not an age file: save the config again with `rip-litestream config save`")]
     RowContent {
+        /// The database concerned.
         db: PathBuf,
+        /// The config scope.
         scope: String,
+        /// The row id.
         id: i64,
+        /// What the column holds instead.
         kind: &'static str,
     },
 
     /// A save would encrypt the newest generation to another key than the one before it.
     #[error("the newest generation of `{scope}` in {db} (id {id}) is not encrypted to {recipient}, the key in {key}: whoever reads this store with the earlier key (a running supervisor, restinpieces) could not read what you save. Pass the key the store already uses with --age-key, or --new-key to change keys (then every reader of this store needs {key})")]
     KeyChanged {
+        /// The age key file.
         key: PathBuf,
+        /// The recipient the key file encrypts to.
         recipient: String,
+        /// The database concerned.
         db: PathBuf,
+        /// The config scope.
         scope: String,
+        /// The row id.
         id: i64,
     },
 
@@ -132,22 +187,39 @@ pub enum Error {
 
     /// Another supervisor (or its orphaned litestream) holds this database.
     #[error("another rip-litestream already supervises {db} ({holder}): stop it first")]
-    AlreadyRunning { db: PathBuf, holder: String },
+    AlreadyRunning {
+        /// The database concerned.
+        db: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
 
     /// litestream exited before it became ready.
     #[error("litestream exited during start-up ({exit}):\n{}", .last_lines.join("\n"))]
     StartFailed {
+        /// How litestream exited.
         exit: String,
+        /// litestream's last log lines.
         last_lines: Vec<String>,
     },
 
     /// `litestream restore` failed.
     #[error("restore of {db} failed:\n{reason}")]
-    RestoreFailed { db: PathBuf, reason: String },
+    RestoreFailed {
+        /// The database concerned.
+        db: PathBuf,
+        /// What went wrong, in a line.
+        reason: String,
+    },
 
     /// The supervisor gave up restarting litestream.
     #[error("gave up after {restarts} restarts: {reason}")]
-    GaveUp { restarts: u32, reason: String },
+    GaveUp {
+        /// How many restarts were allowed.
+        restarts: u32,
+        /// What went wrong, in a line.
+        reason: String,
+    },
 
     /// The final sync on stop did not complete.
     #[error("final sync failed: {0}")]
@@ -156,18 +228,24 @@ pub enum Error {
     /// SQLite failed while doing `op`.
     #[error("{op} in {path}")]
     Sqlite {
+        /// What was being done.
         op: &'static str,
+        /// The file or directory concerned.
         path: PathBuf,
         #[source]
+        /// The underlying error.
         source: rusqlite::Error,
     },
 
     /// A file-system or process operation failed.
     #[error("{op} {path}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The file or directory concerned.
         path: PathBuf,
         #[source]
+        /// The underlying error.
         source: std::io::Error,
     },
 }
@@ -205,6 +283,7 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`] of `op` on `path`.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,

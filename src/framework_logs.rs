@@ -57,7 +57,9 @@ pub fn slog_level(level: &Level) -> i64 {
 /// An event's message and other fields.
 #[derive(Default)]
 pub struct Fields {
+    /// The message.
     pub message: String,
+    /// The event's other fields.
     pub fields: Map<String, Value>,
 }
 

@@ -57,6 +57,7 @@ pub mod doctor;
 pub mod entrypoint;
 mod error;
 pub mod follow;
+#[cfg(feature = "cli")]
 pub mod framework_logs;
 pub mod handoff;
 pub mod health;

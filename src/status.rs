@@ -17,7 +17,9 @@ pub enum State {
     /// litestream exited; the next start is at `until`.
     Backoff {
         #[serde(with = "crate::timestamps::rfc3339")]
+        /// When the next start is due.
         until: SystemTime,
+        /// The restart attempt this wait is for.
         attempt: u32,
     },
     /// A stop was requested: final sync, then SIGTERM.
@@ -25,7 +27,10 @@ pub enum State {
     /// Stopped on request.
     Stopped,
     /// Gave up or could not start.
-    Failed { reason: String },
+    Failed {
+        /// What went wrong, in a line.
+        reason: String,
+    },
 }
 
 /// How a litestream process ended.
@@ -249,8 +254,11 @@ impl Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The restored copy equals the live database.
     Ok,
+    /// The restore or its check failed, or the data differs although the replica is current.
     Failed,
+    /// The replica is behind (or writes kept coming) and did not catch up in time.
     Inconclusive,
 }
 
@@ -268,6 +276,7 @@ impl Outcome {
 /// What `verify` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifyReport {
+    /// The verdict.
     pub outcome: Outcome,
     /// The database verified.
     pub db: PathBuf,

@@ -67,10 +67,15 @@ impl std::fmt::Debug for StoredConfig {
 /// One row of `config list`: everything but the content.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Generation {
+    /// The generation (0 = newest).
     pub generation: u32,
+    /// The row id.
     pub id: i64,
+    /// When it was saved (UTC, as the table holds it).
     pub created_at: String,
+    /// The format found.
     pub format: String,
+    /// The description saved with it.
     pub description: String,
     /// The recipient of the key file's identity that opens this generation (only its header is
     /// read), or `None` when no identity of the key file opens it (or the key is unreadable).

@@ -106,12 +106,21 @@ pub struct ReloadSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// litestream was stopped with its final sync and started with generation `id`.
-    Applied { id: i64 },
+    Applied {
+        /// The row id.
+        id: i64,
+    },
     /// The newest generation holds the config in use: litestream was left alone.
-    Unchanged { id: i64 },
+    Unchanged {
+        /// The row id.
+        id: i64,
+    },
     /// The newest generation cannot be used (undecryptable, invalid, ...): litestream was left
     /// alone.
-    Rejected { reason: String },
+    Rejected {
+        /// What went wrong, in a line.
+        reason: String,
+    },
 }
 
 /// Asks a running daemon to reload its config. Cheap to clone, usable from a signal task.

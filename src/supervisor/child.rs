@@ -205,7 +205,8 @@ impl LitestreamChild {
 #[cfg(target_os = "linux")]
 unsafe fn start_watcher(read_fd: RawFd, write_fd: RawFd) {
     use nix::libc;
-    // SAFETY (whole body): plain system calls on descriptors and pids we own; no allocation.
+    // SAFETY: plain system calls on descriptors and pids we own, and no allocation, in the
+    // forked child before exec (the caller's contract).
     unsafe {
         let target = libc::getpid(); // about to become litestream
         match libc::fork() {
