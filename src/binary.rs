@@ -138,7 +138,7 @@ fn version_of(path: &Path) -> Result<String> {
 }
 
 /// `0.5.17`, `v0.5.17` or `v0.5.17-rc1` as a triple.
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let t = text.trim().trim_start_matches('v');
     let core = t
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -153,7 +153,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 /// Environment variables a child must not inherit: this supervisor's own `RIP_*` (they name the
 /// key file), plus, for litestream, `AWS_CA_BUNDLE` (any value makes its S3 client fail to
 /// initialise, upstream issue #639; said once per process).
-pub fn withheld_env(for_litestream: bool) -> Vec<std::ffi::OsString> {
+pub(crate) fn withheld_env(for_litestream: bool) -> Vec<std::ffi::OsString> {
     static SAID: std::sync::Once = std::sync::Once::new();
     let mut names = Vec::new();
     for (name, _) in std::env::vars_os() {

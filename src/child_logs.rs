@@ -216,6 +216,7 @@ fn write_lines(mode: LogMode, rx: Receiver<(Stream, String)>, state: &LogState) 
 
 /// The level a litestream line carries: JSON's first `level` key, text's `level=`; `Error:` and
 /// panic lines are errors.
+#[doc(hidden)] // internal; public only for the property tests
 pub fn line_level(line: &str) -> tracing::Level {
     use tracing::Level;
     let word = if line.starts_with('{') {
@@ -245,6 +246,7 @@ pub fn line_level(line: &str) -> tracing::Level {
 
 /// A litestream line's message and its other fields (as JSON for JSON lines, `key=value` text
 /// otherwise); lines that are neither come back whole as the message.
+#[doc(hidden)] // internal; public only for the property tests
 pub fn split_line(line: &str) -> (String, String) {
     if line.starts_with('{') {
         if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(line) {

@@ -17,67 +17,70 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules:
-//! - [`store`]: the encrypted `app_config` store (save, load, list, rollback);
-//! - [`keys`]: age key files (read, generate);
-//! - [`config`]: the litestream config model and its validation rules;
-//! - [`binary`]: finding litestream and checking its version;
-//! - [`handoff`]: giving the decrypted config to litestream (memfd or private file);
-//! - [`runtime`]: the per-database private runtime directory;
-//! - [`init`]: one-step setup (key, default config, save);
-//! - [`oneshot`]: one-off litestream commands on the stored config;
-//! - [`restore`]: restores (on demand and on boot) and the fresh-database guard;
-//! - [`check`]: asking the real litestream's parser about a config;
-//! - [`render`]: the bytes litestream reads (the user's, plus an injected control socket);
-//! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], stop, status;
-//! - [`child_logs`]: litestream's log lines, kept and forwarded without blocking it;
-//! - [`control`]: litestream's control-socket client;
-//! - [`follow`]: read replicas (`litestream restore -f`, supervised);
-//! - [`framework_logs`]: JSON log lines and the SQLite `logs` sink for the binary;
-//! - [`entrypoint`]: `run -- APP`: litestream and the application side by side;
-//! - [`redact`]: keeping credentials out of logs and messages;
-//! - [`reaper`]: collecting orphaned zombies as PID 1;
-//! - [`lock`]: the single-instance guard;
-//! - [`health`]: the HTTP health endpoint and systemd notifications;
-//! - [`doctor`]: checks a database for replication; [`pragmas`]: recommended connection settings;
-//! - [`status`]: the published [`Status`] and its health;
-//! - [`verify`]: proving a backup restorable and current;
-//! - `wal_guard`: the read transaction that keeps the WAL whole while no litestream runs.
+//! Modules, in the order the data flows (store -> config -> the litestream binary -> the
+//! supervisor -> status and health), then the one-off operations and the host side:
+//! - [`Error`] and its exit classes (`error`), time helpers (`timestamps`);
+//! - [`store`]: the encrypted `app_config` store (save, load, list, rollback); [`keys`]: age key
+//!   files and the encryption;
+//! - [`config`]: the litestream config: read as litestream reads YAML, every rule, the facts;
+//! - the litestream binary: [`binary`] (finding it, its version, the environment it gets),
+//!   `render` (the user's bytes plus the injected control socket), [`handoff`] (memfd or a
+//!   private file), `oneshot` (one-off commands), [`control`] (its control socket),
+//!   [`child_logs`] (its log lines);
+//! - [`runtime`] (the private per-database directory), `lock` (the single-instance guard),
+//!   [`running`] (a supervisor found from another process), `wal_guard` (the read transaction
+//!   that keeps the WAL whole while no litestream runs);
+//! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], reload, stop,
+//!   status; [`status`]: the published [`Status`] and its health; [`health`]: the HTTP
+//!   endpoints (or [`health::answer`] to mount them) and systemd notifications;
+//! - read replicas ([`follow`]) and `run -- APP` ([`entrypoint`], with [`reaper`] as PID 1);
+//! - one-off operations: [`init`], [`check`] (litestream's own verdict), [`restore`] (and the
+//!   fresh-database guard), [`verify`], [`doctor`], [`pragmas`];
+//! - `framework_logs` (feature `cli`): JSON log lines and the SQLite `logs` sink for binaries.
 //!
 //! [litestream]: https://litestream.io
 
-pub mod backoff;
-pub mod binary;
-pub mod check;
-pub mod child_logs;
+mod error;
+mod timestamps;
+
+pub mod keys;
+pub mod store;
+
 pub mod config;
 mod content;
+
+pub mod binary;
+pub mod child_logs;
 pub mod control;
-pub mod doctor;
-pub mod entrypoint;
-mod error;
-pub mod follow;
-#[cfg(feature = "cli")]
-pub mod framework_logs;
 pub mod handoff;
-pub mod health;
-pub mod init;
-pub mod keys;
-pub mod lock;
-pub mod oneshot;
-pub mod pragmas;
-pub mod reaper;
+pub(crate) mod oneshot;
+#[doc(hidden)] // the redactor is internal; public only for the property tests
 pub mod redact;
-pub mod render;
-pub mod restore;
+pub(crate) mod render;
+
+pub(crate) mod lock;
 pub mod running;
 pub mod runtime;
-pub mod status;
-pub mod store;
-pub mod supervisor;
-mod timestamps;
-pub mod verify;
 mod wal_guard;
+
+pub mod backoff;
+pub mod health;
+pub mod status;
+pub mod supervisor;
+
+pub mod entrypoint;
+pub mod follow;
+pub mod reaper;
+
+pub mod check;
+pub mod doctor;
+pub mod init;
+pub mod pragmas;
+pub mod restore;
+pub mod verify;
+
+#[cfg(feature = "cli")]
+pub mod framework_logs;
 
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};

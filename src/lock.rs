@@ -6,7 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct InstanceLock {
     file: File,
-    path: PathBuf,
 }
 
 impl InstanceLock {
@@ -42,10 +41,7 @@ impl InstanceLock {
                 },
             });
         }
-        let mut lock = InstanceLock {
-            file,
-            path: path.into(),
-        };
+        let mut lock = InstanceLock { file };
         lock.record(None);
         Ok(lock)
     }
@@ -64,11 +60,6 @@ impl InstanceLock {
     /// The locked descriptor, for a child to inherit.
     pub fn raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

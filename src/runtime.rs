@@ -27,7 +27,7 @@ impl RuntimeDir {
         Self::for_db_in(&base_dir(), db)
     }
 
-    /// The directory for `db` under `base` instead of [`base_dir`].
+    /// The directory for `db` under `base` instead of the default base (see `Options::runtime_base`).
     pub fn for_db_in(base: &Path, db: &Path) -> Result<Self> {
         let path = Self::path_in(base, db)?;
         ensure_private_dir(path.parent().expect("runtime dir has a parent"))?;
@@ -144,7 +144,7 @@ fn clean(path: &Path) -> PathBuf {
 
 /// The absolute form of `db` (canonical when it exists), so every spelling maps to one directory.
 /// `~` is expanded as litestream does ([`litestream_path`]).
-pub fn absolute(db: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(db: &Path) -> Result<PathBuf> {
     let db = &match db.to_str() {
         Some(t) if t == "~" || t.starts_with("~/") => litestream_path(t),
         _ => db.to_path_buf(),
@@ -164,7 +164,7 @@ pub fn absolute(db: &Path) -> Result<PathBuf> {
 }
 
 /// The base directory under which every database gets its own.
-pub fn base_dir() -> PathBuf {
+pub(crate) fn base_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("RIP_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
@@ -180,7 +180,7 @@ pub fn base_dir() -> PathBuf {
 }
 
 /// Creates `dir` with mode 0700 when missing; refuses one that is a link, not ours, or shared.
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) => {

@@ -69,7 +69,7 @@ pub struct Options {
     pub startup_window: Duration,
     /// A litestream not ready after this long is stopped and counts as a failed start.
     pub ready_timeout: Duration,
-    /// Base of the runtime directories (default: [`crate::runtime::base_dir`]).
+    /// Base of the runtime directories (default: `$RIP_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/rip-litestream`, else `/dev/shm/rip-litestream-UID`).
     pub runtime_base: Option<PathBuf>,
     /// Before the first start, restore each missing `path` database from its replica.
     pub restore_if_missing: bool,
