@@ -80,24 +80,11 @@ pub async fn run(
         return Ok(128 + sig.as_signal() as i32);
     }
 
-    let mut cmd = tokio::process::Command::new(&app.program);
-    cmd.args(&app.args)
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .process_group(0)
-        .kill_on_drop(false);
-    for name in crate::binary::withheld_env(false) {
-        cmd.env_remove(name);
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match spawn_app(&app) {
         Ok(c) => c,
         Err(e) => {
             let _ = daemon.stop(stop_deadline).await;
-            return Err(Error::Usage(format!(
-                "cannot start the application {:?}: {e}",
-                app.program
-            )));
+            return Err(e);
         }
     };
     let pid = child.id().expect("a just-spawned child has a pid");
@@ -141,6 +128,40 @@ pub async fn run(
         return Err(e);
     }
 
+    stop_after_app(daemon, signals, stop_deadline, code).await
+}
+
+/// The application in a process group of its own (signals reach all of it), with our own
+/// variables withheld from its environment.
+fn spawn_app(app: &App) -> Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(&app.program);
+    cmd.args(&app.args)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .kill_on_drop(false);
+    for name in crate::binary::withheld_env(false) {
+        cmd.env_remove(name);
+    }
+    cmd.spawn().map_err(|e| {
+        Error::Usage(format!(
+            "cannot start the application {:?}: {e}",
+            app.program
+        ))
+    })
+}
+
+/// After the application exited with `code`: litestream stopped with its final sync (a stop
+/// request meanwhile escalates). The application's own failure wins over a failed final sync,
+/// which is logged.
+async fn stop_after_app(
+    daemon: &mut Litestream,
+    signals: &mut mpsc::UnboundedReceiver<HostSignal>,
+    stop_deadline: Duration,
+    code: i32,
+) -> Result<i32> {
+    let stop = daemon.stop_handle();
     let stopped = daemon.stop(stop_deadline);
     tokio::pin!(stopped);
     let result = loop {

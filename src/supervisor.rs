@@ -289,17 +289,7 @@ impl Litestream {
             .map_err(|e| Error::LitestreamFailed(format!("cannot look for litestream: {e}")))??;
         tracing::debug!(path = %binary.path.display(), version = %binary.version, "found litestream");
         let following = matches!(self.options.role, Role::Follow { .. });
-        let instance = match (
-            &self.options.role,
-            &self.options.instance,
-            self.config.dbs().first(),
-        ) {
-            (Role::Follow { output, .. }, _, _) => output.clone(),
-            (_, Some(p), _) => p.clone(),
-            (_, None, Some(DbTarget::Path(p))) => p.clone(),
-            (_, None, Some(DbTarget::Dir { dir, .. })) => dir.clone(),
-            (_, None, None) => return Err(Error::Usage("the config has no database".into())),
-        };
+        let instance = self.instance()?;
         let base = self
             .options
             .runtime_base
@@ -327,32 +317,8 @@ impl Litestream {
             )
             .await?;
         }
-        let rendered = if following {
-            crate::render::Rendered {
-                yaml: zeroize::Zeroizing::new(self.config.yaml().to_owned()),
-                socket: None,
-                injected: false,
-            }
-        } else {
-            render(&self.config, &runtime.socket_path())
-        };
-        if rendered.injected {
-            let _ = std::fs::remove_file(runtime.socket_path());
-        }
-        let sync_interval = self
-            .config
-            .sync_interval()
-            .unwrap_or(Duration::from_secs(1));
-        self.status_tx.send_modify(|s| {
-            // A follower of a quiet primary sees no change for as long as it is quiet: only a
-            // replicating litestream can stall.
-            s.stall_after = if following {
-                Duration::from_secs(100 * 365 * 24 * 3600)
-            } else {
-                (sync_interval * 3).max(Duration::from_secs(10))
-            };
-            s.config_id = self.options.config_id;
-        });
+        let rendered = self.rendered(following, &runtime);
+        self.publish_start(following);
         tokio::spawn(socket::write_status_file(
             self.status(),
             runtime.status_path(),
@@ -379,9 +345,65 @@ impl Litestream {
             lock_warned: Default::default(),
             stop_requested: false,
         };
+        self.task = Some(tokio::spawn(supervisor.run()));
+        self.until_ready().await
+    }
+
+    /// The path the instance lock and the runtime directory are named after: a follower's copy,
+    /// the given instance, else the config's first database (or `dir:`).
+    fn instance(&self) -> Result<PathBuf> {
+        match (
+            &self.options.role,
+            &self.options.instance,
+            self.config.dbs().first(),
+        ) {
+            (Role::Follow { output, .. }, _, _) => Ok(output.clone()),
+            (_, Some(p), _) => Ok(p.clone()),
+            (_, None, Some(DbTarget::Path(p))) => Ok(p.clone()),
+            (_, None, Some(DbTarget::Dir { dir, .. })) => Ok(dir.clone()),
+            (_, None, None) => Err(Error::Usage("the config has no database".into())),
+        }
+    }
+
+    /// What litestream reads: the user's bytes (a follower's as they are; a replicator's with
+    /// the control socket injected, its stale socket file removed).
+    fn rendered(&self, following: bool, runtime: &RuntimeDir) -> crate::render::Rendered {
+        if following {
+            return crate::render::Rendered {
+                yaml: zeroize::Zeroizing::new(self.config.yaml().to_owned()),
+                socket: None,
+                injected: false,
+            };
+        }
+        let rendered = render(&self.config, &runtime.socket_path());
+        if rendered.injected {
+            let _ = std::fs::remove_file(runtime.socket_path());
+        }
+        rendered
+    }
+
+    /// The facts the status carries from the start: when a database counts as stalled, and
+    /// the config generation in use.
+    fn publish_start(&self, following: bool) {
+        let sync_interval = self
+            .config
+            .sync_interval()
+            .unwrap_or(Duration::from_secs(1));
+        self.status_tx.send_modify(|s| {
+            // A follower of a quiet primary sees no change for as long as it is quiet: only a
+            // replicating litestream can stall.
+            s.stall_after = if following {
+                Duration::from_secs(100 * 365 * 24 * 3600)
+            } else {
+                (sync_interval * 3).max(Duration::from_secs(10))
+            };
+            s.config_id = self.options.config_id;
+        });
+    }
+
+    /// Waits for the supervision task to report litestream ready, or to end.
+    async fn until_ready(&mut self) -> Result<()> {
         let mut status = self.status();
-        let task = tokio::spawn(supervisor.run());
-        self.task = Some(task);
         loop {
             let state = status.borrow_and_update().state.clone();
             match state {

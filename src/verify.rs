@@ -48,46 +48,13 @@ pub async fn verify(
             None => None,
         };
         let live_before = blocking_hash(db.to_path_buf()).await?;
-        let dir = tempfile::Builder::new()
-            .prefix("verify-")
-            .tempdir_in(private_parent)
-            .map_err(|e| Error::io("cannot create a temporary directory in", private_parent, e))?;
-        let copy = dir.path().join("restored.db");
-        let req = RestoreRequest {
-            db: db.to_path_buf(),
-            output: Some(copy.clone()),
-            ..RestoreRequest::default()
-        };
-        let restored = match restore(bin, config, mode, private_parent, &req).await {
-            Ok(r) => r,
-            Err(Error::RestoreFailed { reason, .. }) => {
-                return Ok(report(
-                    Outcome::Failed,
-                    format!("restore failed: {reason}"),
-                    None,
-                    live_txid,
-                ))
-            }
-            Err(e) => return Err(e),
-        };
-        let restored_txid = restored.txid;
-        let checked = copy.clone();
-        let integrity = tokio::task::spawn_blocking(move || integrity(&checked))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
-        match integrity {
-            Ok(()) => {}
-            Err(why) => {
-                return Ok(report(
-                    Outcome::Failed,
-                    format!("the restored copy fails integrity_check: {why}"),
-                    restored_txid,
-                    live_txid,
-                ))
-            }
-        }
-        let copy_hash = blocking_hash(copy.clone()).await?;
-        drop(dir);
+        let (restored_txid, copy_hash) =
+            match restored_copy(bin, config, mode, private_parent, db).await? {
+                Copy::Hashed { txid, hash } => (txid, hash),
+                Copy::Failed { reason, txid } => {
+                    return Ok(report(Outcome::Failed, reason, txid, live_txid))
+                }
+            };
         if copy_hash == live_before {
             return Ok(report(
                 Outcome::Ok,
@@ -125,6 +92,59 @@ pub async fn verify(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The latest backup of `db`, restored into a private temporary directory and checked.
+enum Copy {
+    /// It restored and passes `integrity_check`: its transaction and content hash.
+    Hashed { txid: Option<u64>, hash: u64 },
+    /// The restore or the check failed.
+    Failed { reason: String, txid: Option<u64> },
+}
+
+async fn restored_copy(
+    bin: &LitestreamBinary,
+    config: &LitestreamConfig,
+    mode: HandoffMode,
+    private_parent: &Path,
+    db: &Path,
+) -> Result<Copy> {
+    let dir = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(private_parent)
+        .map_err(|e| Error::io("cannot create a temporary directory in", private_parent, e))?;
+    let copy = dir.path().join("restored.db");
+    let req = RestoreRequest {
+        db: db.to_path_buf(),
+        output: Some(copy.clone()),
+        ..RestoreRequest::default()
+    };
+    let restored = match restore(bin, config, mode, private_parent, &req).await {
+        Ok(r) => r,
+        Err(Error::RestoreFailed { reason, .. }) => {
+            return Ok(Copy::Failed {
+                reason: format!("restore failed: {reason}"),
+                txid: None,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let checked = copy.clone();
+    let integrity = tokio::task::spawn_blocking(move || integrity(&checked))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(why) = integrity {
+        return Ok(Copy::Failed {
+            reason: format!("the restored copy fails integrity_check: {why}"),
+            txid: restored.txid,
+        });
+    }
+    let hash = blocking_hash(copy).await?;
+    drop(dir);
+    Ok(Copy::Hashed {
+        txid: restored.txid,
+        hash,
+    })
 }
 
 /// Asks litestream to sync `db` and waits until the replica holds what it synced, keeping

@@ -264,6 +264,7 @@ impl Builder {
         self.node(event, line, &mut events).map(Some)
     }
 
+    // Long on purpose: one arm per YAML event kind, as yaml.v2 decodes it.
     fn node(
         &mut self,
         event: Event,

@@ -135,6 +135,7 @@ impl Checker {
 
     /// yaml.v2's type check of `v` for a field of type `t`: litestream refuses the whole config
     /// on a mismatch. A null is Go's zero value and fits every type.
+    // Long on purpose: the rule table for typed values, one arm per Go type litestream decodes into.
     fn typed(&mut self, key: &str, name: &str, v: &Node, t: Type) {
         if v.is_null() {
             return;
@@ -312,6 +313,7 @@ impl Checker {
         }
     }
 
+    // Long on purpose: the rules of the top level, one after the other, each naming its key.
     fn root(&mut self, root: &Node) {
         let entries = root.as_map().unwrap_or_default();
         self.walk(entries, Section::Root, "");

@@ -42,6 +42,7 @@ impl LitestreamChild {
     /// Spawns litestream with `args` (which name the handoff's `-config`). `keep_fds` are inherited
     /// by litestream (the memfd, the instance lock); everything else stays close-on-exec.
     ///
+    // Long on purpose: the fork/exec steps and their reasons read best in one place, in order.
     pub fn spawn(
         binary: &Path,
         args: &[std::ffi::OsString],

@@ -42,6 +42,7 @@ fn parse_url(url: &str) -> Option<Url<'_>> {
 }
 
 /// Checks the replica `replica` at `at`, with the top-level settings of `root`.
+// Long on purpose: the replica rule table, one rule per key or replica type, in litestream's order.
 pub(super) fn check(c: &mut Checker, replica: &Node, root: &Node, at: &str) {
     let own = |key: &str| {
         replica

@@ -42,80 +42,14 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 .map_err(|e| Error::io("cannot write", "stdout", e))?;
             Ok(0)
         }
-        ConfigCommand::List { json } => {
-            let rows = ConfigStore::open(db, key)?.list(&g.scope)?;
-            let mut out = std::io::stdout().lock();
-            if rows.is_empty() {
-                say!(
-                    "no config saved for scope `{}` in {}",
-                    g.scope,
-                    db.display()
-                );
-            }
-            for r in rows {
-                let line = if json {
-                    serde_json::to_string(&r).expect("plain struct serialises")
-                } else {
-                    format!(
-                        "{}\t{}\t{}\t{}\t{}\t{}",
-                        r.generation,
-                        r.id,
-                        r.created_at,
-                        r.format,
-                        r.recipient
-                            .as_deref()
-                            .unwrap_or("not decryptable with this key"),
-                        r.description
-                    )
-                };
-                writeln!(out, "{line}").map_err(|e| Error::io("cannot write", "stdout", e))?;
-            }
-            Ok(0)
-        }
+        ConfigCommand::List { json } => list(&ConfigStore::open(db, key)?, &g.scope, json),
         ConfigCommand::Check {
             generation,
             strict,
             litestream,
         } => {
-            let stored = ConfigStore::open(db, key)?.load(&g.scope, generation)?;
-            let ours = LitestreamConfig::parse(&stored.plaintext, strictness(strict));
-            let mut ok = true;
-            match &ours {
-                Ok(config) => {
-                    config.log_warnings();
-                    println!(
-                        "rip-litestream: valid ({} warning(s))",
-                        config.warnings().len()
-                    );
-                }
-                Err(e) => {
-                    ok = false;
-                    println!("rip-litestream: {e}");
-                }
-            }
-            match binary::find(litestream.as_deref()) {
-                Ok(bin) => {
-                    let base = runtime::private_base()?;
-                    let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
-                    ok &= verdict.accepted;
-                    let word = if verdict.accepted {
-                        "accepted"
-                    } else {
-                        "rejected"
-                    };
-                    println!("litestream {}: {word}", bin.version);
-                    for line in verdict.output.lines() {
-                        println!("  {line}");
-                    }
-                }
-                Err(e) => println!("litestream: not asked ({e})"),
-            }
-            if ok {
-                Ok(0)
-            } else {
-                say!("error: generation {generation} of `{}` is not a valid litestream config: fix it and `config save` it again", g.scope);
-                Ok(2)
-            }
+            let store = ConfigStore::open(db, key)?;
+            check_generation(&store, &g.scope, generation, strict, litestream.as_deref())
         }
         ConfigCommand::Rollback { generation, save } => {
             let store = save.store(ConfigStore::open(db, key)?);
@@ -130,6 +64,85 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 &format!("generation {generation} saved again"),
             )
         }
+    }
+}
+
+/// `config list`: a line (or a JSON object) per generation, newest first.
+fn list(store: &ConfigStore, scope: &str, json: bool) -> Result<u8, Error> {
+    let rows = store.list(scope)?;
+    let mut out = std::io::stdout().lock();
+    if rows.is_empty() {
+        say!(
+            "no config saved for scope `{scope}` in {}",
+            store.db_path().display()
+        );
+    }
+    for r in rows {
+        let line = if json {
+            serde_json::to_string(&r).expect("plain struct serialises")
+        } else {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r.generation,
+                r.id,
+                r.created_at,
+                r.format,
+                r.recipient
+                    .as_deref()
+                    .unwrap_or("not decryptable with this key"),
+                r.description
+            )
+        };
+        writeln!(out, "{line}").map_err(|e| Error::io("cannot write", "stdout", e))?;
+    }
+    Ok(0)
+}
+
+/// `config check`: our verdict, then litestream's own parser when it is found.
+fn check_generation(
+    store: &ConfigStore,
+    scope: &str,
+    generation: u32,
+    strict: bool,
+    litestream: Option<&Path>,
+) -> Result<u8, Error> {
+    let stored = store.load(scope, generation)?;
+    let mut ok = true;
+    match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
+        Ok(config) => {
+            config.log_warnings();
+            println!(
+                "rip-litestream: valid ({} warning(s))",
+                config.warnings().len()
+            );
+        }
+        Err(e) => {
+            ok = false;
+            println!("rip-litestream: {e}");
+        }
+    }
+    match binary::find(litestream) {
+        Ok(bin) => {
+            let base = runtime::private_base()?;
+            let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
+            ok &= verdict.accepted;
+            let word = if verdict.accepted {
+                "accepted"
+            } else {
+                "rejected"
+            };
+            println!("litestream {}: {word}", bin.version);
+            for line in verdict.output.lines() {
+                println!("  {line}");
+            }
+        }
+        Err(e) => println!("litestream: not asked ({e})"),
+    }
+    if ok {
+        Ok(0)
+    } else {
+        say!("error: generation {generation} of `{scope}` is not a valid litestream config: fix it and `config save` it again");
+        Ok(2)
     }
 }
 

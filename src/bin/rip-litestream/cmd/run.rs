@@ -16,6 +16,7 @@ use crate::args::{need, Global, RunArgs};
 use crate::cmd::load_config;
 use crate::daemon::{daemon_runtime, listen_for_signals, supervise_only};
 
+// Long on purpose: one flag after the other becomes an option, then one runtime serves it all.
 pub(crate) fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
     let db = need(&g.db, "db")?;
     if !db.exists() {
