@@ -491,20 +491,18 @@ fn restart_latency(out: &mut String) {
             Strictness::Lenient,
         )
         .unwrap();
-        let mut daemon = Litestream::new(
-            config,
-            Options {
-                instance: Some(w.db()),
-                runtime_base: Some(w.runtime()),
-                backoff: Backoff {
-                    initial: delay,
-                    factor: 1.0,
-                    jitter: 0.0,
-                    ..Backoff::default()
-                },
-                ..Options::default()
-            },
-        );
+        let mut daemon = Litestream::new(config, {
+            let mut options = Options::default();
+            options.instance = Some(w.db());
+            options.runtime_base = Some(w.runtime());
+            options.backoff = Backoff {
+                initial: delay,
+                factor: 1.0,
+                jitter: 0.0,
+                ..Backoff::default()
+            };
+            options
+        });
         daemon.start().await.unwrap();
         let mut rx = daemon.status();
         let mut samples = Vec::new();

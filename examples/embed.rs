@@ -25,13 +25,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stored = ConfigStore::open(&db, &key)?.load(DEFAULT_SCOPE, 0)?;
     let config = LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?;
-    let mut daemon = Litestream::new(
-        config,
-        Options {
-            instance: Some(db.clone().into()),
-            ..Options::default()
-        },
-    );
+    let mut daemon = Litestream::new(config, {
+        let mut options = Options::default();
+        options.instance = Some(db.clone().into());
+        options
+    });
     daemon.start().await?;
     tracing::info!("replicating {db}; Ctrl-C stops");
 

@@ -44,6 +44,7 @@ use crate::status::{State, Status};
 
 /// How the daemon runs litestream. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
+#[non_exhaustive] // new options come with defaults: build from `Options::default()`
 pub struct Options {
     /// The litestream binary (default: `LITESTREAM_BIN`, `PATH`, then the project's `.tools/`).
     pub litestream: Option<PathBuf>,

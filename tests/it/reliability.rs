@@ -143,14 +143,12 @@ fn a_hundred_start_stop_cycles_leave_no_plaintext_process_or_descriptor() {
     rt.block_on(async {
         for i in 0..cycles {
             let config = LitestreamConfig::parse(&yaml.plaintext, Strictness::Lenient).unwrap();
-            let mut daemon = Litestream::new(
-                config,
-                Options {
-                    instance: Some(env.db()),
-                    runtime_base: Some(env.runtime()),
-                    ..Options::default()
-                },
-            );
+            let mut daemon = Litestream::new(config, {
+                let mut options = Options::default();
+                options.instance = Some(env.db());
+                options.runtime_base = Some(env.runtime());
+                options
+            });
             daemon.start().await.unwrap();
             let status = daemon.status().borrow().clone();
             assert_eq!(status.state, State::Ready);

@@ -360,10 +360,11 @@ fn load(env: &TestEnv) -> LitestreamConfig {
 }
 
 fn options(env: &TestEnv) -> Options {
-    Options {
-        instance: Some(env.db()),
-        runtime_base: Some(env.runtime()),
-        ..Options::default()
+    {
+        let mut options = Options::default();
+        options.instance = Some(env.db());
+        options.runtime_base = Some(env.runtime());
+        options
     }
 }
 

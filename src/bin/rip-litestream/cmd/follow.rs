@@ -13,18 +13,19 @@ use crate::daemon::{daemon_runtime, listen_for_signals, supervise_only};
 
 pub(crate) fn follow_command(g: &Global, args: FollowArgs) -> Result<u8, Error> {
     use restinpieces_litestream::follow;
-    let options = Options {
-        litestream: args.litestream,
-        handoff: args.handoff.unwrap_or_default(),
-        backoff: Backoff {
+    let options = {
+        let mut options = Options::default();
+        options.litestream = args.litestream;
+        options.handoff = args.handoff.unwrap_or_default();
+        options.backoff = Backoff {
             initial: args.backoff_initial,
             max: args.backoff_max,
             ..Backoff::default()
-        },
+        };
         // Restarts during start-up are needed (a copy litestream cannot resume is restored
         // anew on the next start); without --keep-retrying, `never_ready` below gives up.
-        retry_start: true,
-        ..Options::default()
+        options.retry_start = true;
+        options
     };
     let output = std::path::absolute(&args.output)
         .map_err(|e| Error::Usage(format!("bad --output: {e}")))?;

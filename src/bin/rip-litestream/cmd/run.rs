@@ -26,30 +26,31 @@ pub(crate) fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
         )));
     }
     let (config, config_id) = load_config(g)?;
-    let options = Options {
-        litestream: args.litestream,
-        handoff: args.handoff.unwrap_or_default(),
-        grace: args.grace,
-        backoff: Backoff {
+    let options = {
+        let mut options = Options::default();
+        options.litestream = args.litestream;
+        options.handoff = args.handoff.unwrap_or_default();
+        options.grace = args.grace;
+        options.backoff = Backoff {
             initial: args.backoff_initial,
             max: args.backoff_max,
             ..Backoff::default()
-        },
-        max_restarts: args.max_restarts,
-        retry_start: args.retry_start,
-        logs: args.litestream_logs,
-        instance: Some(db.to_path_buf()),
-        restore_if_missing: args.restore_if_missing,
-        allow_fresh_db: args.allow_fresh_db,
-        verify_every: args.verify_every,
-        replica_check: Some(args.replica_check).filter(|d| !d.is_zero()),
-        config_id: Some(config_id),
-        reload: Some(ReloadSource {
+        };
+        options.max_restarts = args.max_restarts;
+        options.retry_start = args.retry_start;
+        options.logs = args.litestream_logs;
+        options.instance = Some(db.to_path_buf());
+        options.restore_if_missing = args.restore_if_missing;
+        options.allow_fresh_db = args.allow_fresh_db;
+        options.verify_every = args.verify_every;
+        options.replica_check = Some(args.replica_check).filter(|d| !d.is_zero());
+        options.config_id = Some(config_id);
+        options.reload = Some(ReloadSource {
             store: ConfigStore::open(db, need(&g.age_key, "key")?)?,
             scope: g.scope.clone(),
             check_every: (!args.reload_check.is_zero()).then_some(args.reload_check),
-        }),
-        ..Options::default()
+        });
+        options
     };
     let grace = options.grace_for(&config);
     if args.subreaper {
