@@ -47,19 +47,14 @@ pub mod keys;
 pub mod store;
 
 pub mod config;
-mod content;
 
-pub mod binary;
-pub mod child_logs;
-pub mod control;
-pub mod handoff;
-pub(crate) mod oneshot;
+pub mod upstream;
+pub use upstream::{binary, child_logs, control, handoff};
+pub(crate) use upstream::{oneshot, render};
 #[doc(hidden)] // the redactor is internal; public only for the property tests
 pub mod redact;
-pub(crate) mod render;
 
 pub(crate) mod lock;
-pub mod running;
 pub mod runtime;
 mod wal_guard;
 
@@ -72,12 +67,9 @@ pub mod entrypoint;
 pub mod follow;
 pub mod reaper;
 
-pub mod check;
-pub mod doctor;
-pub mod init;
-pub mod pragmas;
-pub mod restore;
-pub mod verify;
+pub mod ops;
+pub(crate) use ops::content;
+pub use ops::{check, doctor, init, pragmas, restore, running, verify};
 
 #[cfg(feature = "cli")]
 pub mod framework_logs;

@@ -1,0 +1,14 @@
+//! The one-off operations, each a command of the binary and a function an application can
+//! call: set up ([`init`]), ask litestream about a config ([`check`]), restore and the
+//! fresh-database guard ([`restore`]), prove a backup ([`verify`]), examine a database
+//! ([`doctor`]), connection settings ([`pragmas`]), and find a supervisor running elsewhere
+//! ([`running`]). None of them supervises anything.
+
+pub mod check;
+pub(crate) mod content;
+pub mod doctor;
+pub mod init;
+pub mod pragmas;
+pub mod restore;
+pub mod running;
+pub mod verify;
