@@ -140,6 +140,11 @@ pub struct RejectedGeneration {
     pub id: i64,
     /// Why (our validation, or litestream's own verdict).
     pub reason: String,
+    /// The content itself was refused (our rules or litestream's): the periodic check does not
+    /// try it again (SIGHUP does). A generation that could not be read or checked (a busy
+    /// store, a key file not updated yet, litestream not answering) is tried at every check.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 impl Default for Status {
@@ -344,6 +349,7 @@ mod tests {
         s.rejected_generation = Some(RejectedGeneration {
             id: 5,
             reason: "bucket required".into(),
+            refused: true,
         });
         let why = s.health(now).unwrap_err();
         assert!(

@@ -106,6 +106,15 @@ impl WalGuard {
         }
     }
 
+    /// Ends every read transaction held, keeping the connections and the armed watcher: a
+    /// litestream runs and holds the WAL itself, and its death must still be caught at once.
+    pub(crate) fn release_held(&self) {
+        let held: Vec<PathBuf> = self.lock().held.keys().cloned().collect();
+        for db in held {
+            self.release(&db);
+        }
+    }
+
     /// Ends every read transaction and closes every connection: no litestream will run again.
     pub(crate) fn release_all(&self) {
         self.disarm();

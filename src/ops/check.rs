@@ -24,16 +24,25 @@ pub async fn ask_litestream(
     yaml: &[u8],
     private_parent: &Path,
 ) -> Result<LitestreamVerdict> {
-    let out = oneshot::run(
+    ask_litestream_with(
         bin,
-        "databases",
         yaml,
         HandoffMode::default(),
         private_parent,
-        &[],
         Duration::from_secs(30),
     )
-    .await?;
+    .await
+}
+
+/// [`ask_litestream`] with the handoff the supervisor uses and a time limit.
+pub async fn ask_litestream_with(
+    bin: &LitestreamBinary,
+    yaml: &[u8],
+    mode: HandoffMode,
+    private_parent: &Path,
+    timeout: Duration,
+) -> Result<LitestreamVerdict> {
+    let out = oneshot::run(bin, "databases", yaml, mode, private_parent, &[], timeout).await?;
     Ok(LitestreamVerdict {
         accepted: out.status.success(),
         output: oneshot::text(&out, yaml),

@@ -59,6 +59,15 @@ pub fn init(
     };
     let yaml = default_yaml(&db_abs, &replica);
     LitestreamConfig::parse(yaml.as_bytes(), Strictness::Strict)?;
+    if !key.exists() && db.exists() && !store.list(scope)?.is_empty() {
+        // --force over generations of another key: a new key could not read them, and the
+        // save would be refused after the key was written. Nothing is written.
+        return Err(Error::Usage(format!(
+            "{} already holds generations of `{scope}` encrypted to another key, and {} does not exist: pass the key the store uses with --age-key (or save with `config save --new-key` to change keys)",
+            db.display(),
+            key.display()
+        )));
+    }
     let key_created = if key.exists() {
         false
     } else {

@@ -206,6 +206,13 @@ impl Supervisor {
                     if let Some(r) = reply {
                         let _ = r.send(outcome);
                     }
+                    if self.stop_requested {
+                        // The stop came while the new generation was being checked.
+                        initial_sync.take();
+                        return Ok(Life::Stopped(
+                            self.stop_child(child, true, StopFor::Good).await,
+                        ));
+                    }
                     continue;
                 }
             };

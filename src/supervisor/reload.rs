@@ -20,15 +20,29 @@ impl Supervisor {
         let Some(source) = self.options.reload.clone() else {
             return false;
         };
-        let (current, rejected) = {
+        let (current, refused) = {
             let s = self.status.borrow();
-            (s.config_id, s.rejected_generation.as_ref().map(|r| r.id))
+            let refused = s.rejected_generation.as_ref().filter(|r| r.refused);
+            (s.config_id, refused.map(|r| r.id))
         };
         let newest =
             tokio::task::spawn_blocking(move || source.store.newest_id(&source.scope)).await;
         match newest {
-            // A generation refused once is not tried again by the periodic check (SIGHUP does).
-            Ok(Ok(Some(id))) => Some(id) != current && Some(id) != rejected,
+            Ok(Ok(Some(id))) => {
+                if self
+                    .status
+                    .borrow()
+                    .rejected_generation
+                    .as_ref()
+                    .map(|r| r.id)
+                    != Some(id)
+                {
+                    // The rejected row is no longer the newest (deleted, or shadowed): forget it.
+                    self.set(|s| s.rejected_generation = None);
+                }
+                // A generation whose content was refused is not tried again here (SIGHUP does).
+                Some(id) != current && Some(id) != refused
+            }
             Ok(Ok(None)) => false,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "cannot check the store for a new config");
@@ -44,19 +58,24 @@ impl Supervisor {
     /// litestream is never stopped for a config that cannot replace it.
     pub(super) async fn prepare_reload(&mut self) -> std::result::Result<Prepared, ReloadOutcome> {
         let status = self.status.clone();
-        let reject = move |id: Option<i64>, reason: String| {
-            tracing::error!(id, reason = %reason, "config not reloaded; litestream keeps running with the config in use");
+        // `refused`: the content itself was refused (not tried again by the periodic check).
+        let reject = move |id: Option<i64>, reason: String, refused: bool| {
+            tracing::error!(id, reason = %reason, "config not reloaded; the config in use stays");
             if let Some(id) = id {
                 let reason = reason.clone();
                 status.send_modify(|s| {
-                    s.rejected_generation = Some(crate::status::RejectedGeneration { id, reason });
+                    s.rejected_generation = Some(crate::status::RejectedGeneration {
+                        id,
+                        reason,
+                        refused,
+                    });
                     s.updated_at = std::time::SystemTime::now();
                 });
             }
             ReloadOutcome::Rejected { reason }
         };
         let Some(source) = self.options.reload.clone() else {
-            return Err(reject(None, "no config store to reload from".into()));
+            return Err(reject(None, "no config store to reload from".into(), false));
         };
         let loaded = tokio::task::spawn_blocking(move || {
             let newest = source.store.newest_id(&source.scope).ok().flatten();
@@ -65,8 +84,18 @@ impl Supervisor {
         .await;
         let stored = match loaded {
             Ok((_, Ok(stored))) => stored,
-            Ok((newest, Err(e))) => return Err(reject(newest, e.to_string())),
-            Err(e) => return Err(reject(None, e.to_string())),
+            Ok((newest, Err(e))) => {
+                // A row that is not a litestream config is its content's fault; a busy store or
+                // a key file not yet updated is tried again at the next check.
+                let refused = matches!(
+                    e,
+                    crate::Error::RowFormat { .. }
+                        | crate::Error::RowContent { .. }
+                        | crate::Error::Corrupt { .. }
+                );
+                return Err(reject(newest, e.to_string(), refused));
+            }
+            Err(e) => return Err(reject(None, e.to_string(), false)),
         };
         if *stored.plaintext == *self.config.yaml().as_bytes() {
             let id = stored.id;
@@ -79,10 +108,31 @@ impl Supervisor {
         }
         let id = stored.id;
         let config = LitestreamConfig::parse(&stored.plaintext, crate::config::Strictness::Lenient)
-            .map_err(|e| reject(Some(id), format!("generation id {id} is not usable: {e}")))?;
-        match crate::check::ask_litestream(&self.binary, &stored.plaintext, &self.runtime_base)
-            .await
-        {
+            .map_err(|e| {
+                reject(
+                    Some(id),
+                    format!("generation id {id} is not usable: {e}"),
+                    true,
+                )
+            })?;
+        // litestream answers in tens of milliseconds; a stop must not wait behind it.
+        let ask = crate::check::ask_litestream_with(
+            &self.binary,
+            &stored.plaintext,
+            self.options.handoff,
+            &self.runtime_base,
+            Duration::from_secs(10),
+        );
+        let verdict = tokio::select! {
+            v = ask => v,
+            Some(()) = self.stop_rx.recv() => {
+                self.stop_requested = true;
+                return Err(ReloadOutcome::Rejected {
+                    reason: "a stop was requested during the reload".into(),
+                });
+            }
+        };
+        match verdict {
             Ok(verdict) if verdict.accepted => {}
             Ok(verdict) => {
                 let said = verdict
@@ -97,18 +147,20 @@ impl Supervisor {
                         "litestream {} rejects generation id {id}: {said}",
                         self.binary.version
                     ),
+                    true,
                 ));
             }
             Err(e) => {
                 return Err(reject(
                     Some(id),
                     format!("cannot ask litestream about generation id {id}: {e}"),
+                    false,
                 ))
             }
         }
         let held: Vec<PathBuf> = self.db_locks.iter().map(|(p, _)| p.clone()).collect();
         let new_locks = lock_databases(&config, &self.runtime_base, &self.runtime, &held)
-            .map_err(|e| reject(None, e.to_string()))?;
+            .map_err(|e| reject(None, e.to_string(), false))?;
         config.log_warnings();
         Ok(Prepared {
             config,

@@ -215,6 +215,9 @@ impl Supervisor {
                     if self.reload_while_down(reply).await {
                         return false;
                     }
+                    if self.stop_requested {
+                        return true; // the stop came while the new generation was checked
+                    }
                 }
                 Some(()) = self.stop_rx.recv() => return true,
             }

@@ -106,7 +106,7 @@ pub(super) async fn first_sync(
             guard.release_where_locked_by(pid)
         } else if synced_all {
             // No /proc/locks: the first sync is the best evidence there is.
-            guard.release_all();
+            guard.release_held();
             Vec::new()
         } else {
             guard.held()
@@ -121,7 +121,7 @@ pub(super) async fn first_sync(
         if started.elapsed() >= patience {
             let names: Vec<String> = held.iter().map(|p| p.display().to_string()).collect();
             tracing::warn!(db = %names.join(","), pid, "litestream did not take its WAL read lock in time: the guard lets go, so the WAL does not grow without bound");
-            guard.release_all();
+            guard.release_held();
             return;
         }
         tokio::time::sleep(pause).await;

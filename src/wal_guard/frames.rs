@@ -190,16 +190,31 @@ pub(super) fn read_bytes(path: &Path, n: usize) -> Option<Vec<u8>> {
 /// Makes litestream take a full snapshot at its next start: `PRAGMA wal_checkpoint(TRUNCATE)`
 /// moves every frame into the database (what the application's own checkpoints do) and empties
 /// the WAL, which litestream then sees as truncated by another process. Content is unchanged.
+///
+/// A TRUNCATE checkpoint holds SQLite's writer lock while it waits for readers: each attempt
+/// waits at most 200 ms, so the application's writers (busy_timeout of a few seconds) are never
+/// held up long; attempts go on for up to 5 s in all.
 pub(crate) fn force_snapshot(db: &Path) -> Result<(), String> {
+    use std::time::{Duration, Instant};
     let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE)
         .map_err(|e| e.to_string())?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(Duration::from_millis(200))
         .map_err(|e| e.to_string())?;
-    let busy: i64 = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-        .map_err(|e| e.to_string())?;
-    if busy != 0 {
-        return Err("the database stayed busy".into());
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let busy = match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(busy) => busy != 0,
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => true,
+            Err(e) => return Err(e.to_string()),
+        };
+        if !busy {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err("the database stayed busy for 5 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(50)); // writers get their turn
     }
-    Ok(())
 }

@@ -205,6 +205,16 @@ fn a_generation_litestream_rejects_never_stops_the_running_one() {
         "{}",
         run_stderr(&env)
     );
+    // The operator deletes the bad row: the generation in use is the newest again, and health
+    // no longer names a rejection.
+    rusqlite::Connection::open(env.db())
+        .unwrap()
+        .execute("DELETE FROM app_config WHERE id = ?", [bad_id])
+        .unwrap();
+    wait_for("the rejection forgotten", LONG, || {
+        status(&env)["rejected_generation"].is_null()
+    });
+    env.run(["status"]).code_is(0);
     // Writes still reach the replica through the running litestream.
     insert(&env.db(), 1, 50);
     // A good generation applies and clears the rejection.
@@ -213,6 +223,11 @@ fn a_generation_litestream_rejects_never_stops_the_running_one() {
         let s = status(&env);
         s["config_id"].as_i64() == Some(bad_id + 1) && s["rejected_generation"].is_null()
     });
+    assert_eq!(
+        litestream_pid(&env).map(|p| p != pid),
+        Some(true),
+        "not reloaded"
+    );
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0), "{}", run_stderr(&env));
     assert!(marker.exists(), "the application was stopped at the end");

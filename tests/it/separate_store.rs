@@ -236,3 +236,21 @@ fn output_to_a_closed_pipe_ends_quietly() {
 fn libc_sigpipe() -> i32 {
     nix::sys::signal::Signal::SIGPIPE as i32
 }
+
+/// `init --force` with a key file that is not there, over a store of another key: refused
+/// before anything is written (no key file, the store byte-identical).
+#[test]
+fn init_force_without_the_stores_key_writes_nothing() {
+    let env = TestEnv::new();
+    env.init();
+    let before = snapshot(&env.db());
+    let missing = env.path("new.key");
+    let mut cmd = env.cmd(["init", "--force", "--replica", s(&env.path("replica"))]);
+    cmd.env("RIP_AGE_KEY", &missing);
+    run_cmd(cmd)
+        .code_is(2)
+        .stderr_has("encrypted to another key")
+        .stderr_has("--age-key");
+    assert!(!missing.exists(), "a key file was written");
+    assert!(snapshot(&env.db()) == before);
+}
