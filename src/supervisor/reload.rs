@@ -115,48 +115,15 @@ impl Supervisor {
                     true,
                 )
             })?;
-        // litestream answers in tens of milliseconds; a stop must not wait behind it.
-        let ask = crate::check::ask_litestream_with(
-            &self.binary,
-            &stored.plaintext,
-            self.options.handoff,
-            &self.runtime_base,
-            Duration::from_secs(10),
-        );
-        let verdict = tokio::select! {
-            v = ask => v,
-            Some(()) = self.stop_rx.recv() => {
-                self.stop_requested = true;
+        match self.litestream_verdict(id, &stored.plaintext).await {
+            Verdict::Accepted => {}
+            Verdict::Stopped => {
                 return Err(ReloadOutcome::Rejected {
                     reason: "a stop was requested during the reload".into(),
-                });
+                })
             }
-        };
-        match verdict {
-            Ok(verdict) if verdict.accepted => {}
-            Ok(verdict) => {
-                let said = verdict
-                    .output
-                    .trim()
-                    .lines()
-                    .collect::<Vec<_>>()
-                    .join(" / ");
-                return Err(reject(
-                    Some(id),
-                    format!(
-                        "litestream {} rejects generation id {id}: {said}",
-                        self.binary.version
-                    ),
-                    true,
-                ));
-            }
-            Err(e) => {
-                return Err(reject(
-                    Some(id),
-                    format!("cannot ask litestream about generation id {id}: {e}"),
-                    false,
-                ))
-            }
+            Verdict::Refused(reason) => return Err(reject(Some(id), reason, true)),
+            Verdict::Unknown(reason) => return Err(reject(Some(id), reason, false)),
         }
         let held: Vec<PathBuf> = self.db_locks.iter().map(|(p, _)| p.clone()).collect();
         let new_locks = lock_databases(&config, &self.runtime_base, &self.runtime, &held)
@@ -167,6 +134,44 @@ impl Supervisor {
             id: stored.id,
             new_locks,
         })
+    }
+
+    /// litestream's own verdict on generation `id` (`databases -no-expand-env`, through the
+    /// supervisor's handoff). litestream answers in tens of milliseconds; a stop requested
+    /// meanwhile ends the wait and is remembered.
+    async fn litestream_verdict(&mut self, id: i64, yaml: &[u8]) -> Verdict {
+        let ask = crate::check::ask_litestream_with(
+            &self.binary,
+            yaml,
+            self.options.handoff,
+            &self.runtime_base,
+            Duration::from_secs(10),
+        );
+        let answer = tokio::select! {
+            v = ask => v,
+            Some(()) = self.stop_rx.recv() => {
+                self.stop_requested = true;
+                return Verdict::Stopped;
+            }
+        };
+        match answer {
+            Ok(verdict) if verdict.accepted => Verdict::Accepted,
+            Ok(verdict) => {
+                let said = verdict
+                    .output
+                    .trim()
+                    .lines()
+                    .collect::<Vec<_>>()
+                    .join(" / ");
+                Verdict::Refused(format!(
+                    "litestream {} rejects generation id {id}: {said}",
+                    self.binary.version
+                ))
+            }
+            Err(e) => Verdict::Unknown(format!(
+                "cannot ask litestream about generation id {id}: {e}"
+            )),
+        }
     }
 
     /// Switches to a prepared config (no litestream runs at this point).
@@ -203,4 +208,15 @@ pub(super) struct Prepared {
     pub(super) config: LitestreamConfig,
     pub(super) id: i64,
     pub(super) new_locks: Vec<(PathBuf, InstanceLock)>,
+}
+
+/// What litestream said of a generation.
+enum Verdict {
+    Accepted,
+    /// It refused the content, saying why.
+    Refused(String),
+    /// It could not be asked (or did not answer in time).
+    Unknown(String),
+    /// A stop was requested while it was being asked.
+    Stopped,
 }

@@ -38,6 +38,8 @@ impl Supervisor {
     /// requests escalate. With a replica that cannot be reached the socket sync and litestream's
     /// own shutdown sync would each wait their full timeout: the one budget keeps the stop
     /// within what systemd, Kubernetes and Docker are told.
+    // Long on purpose: the stop sequence (sync, one SIGTERM, the wait and its escalations)
+    // reads best in one place, in order.
     pub(super) async fn stop_child(
         &mut self,
         mut child: LitestreamChild,
