@@ -250,10 +250,27 @@ impl ConfigStore {
     /// file's first identity (after a key rotation the newest row is then readable with the new
     /// key, as restinpieces expects). Returns the new row id.
     pub fn rollback(&self, scope: &str, generation: u32) -> Result<i64> {
+        self.rollback_row(scope, generation, None)
+    }
+
+    /// [`ConfigStore::rollback`] of the row `expected_id` that generation `generation` was when
+    /// the caller checked it: refused (bad input, nothing written) when a save in between made
+    /// generation `generation` another row.
+    pub fn rollback_checked(&self, scope: &str, generation: u32, expected_id: i64) -> Result<i64> {
+        self.rollback_row(scope, generation, Some(expected_id))
+    }
+
+    fn rollback_row(&self, scope: &str, generation: u32, expected: Option<i64>) -> Result<i64> {
         let keys = KeyRing::read(&self.key)?;
         let conn = self.connect_read()?;
         let row = self.fetch(&conn, scope, generation)?;
         drop(conn);
+        if let Some(expected) = expected.filter(|id| *id != row.id) {
+            return Err(Error::Usage(format!(
+                "generation {generation} of `{scope}` was row id {expected} when it was checked and is row id {} now (saved meanwhile): look at `config list` and roll back again",
+                row.id
+            )));
+        }
         let content = self.usable(&row, scope)?;
         let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
         self.same_key_as_newest(scope, &keys)?;
@@ -470,5 +487,35 @@ impl ConfigStore {
             }
             _ => self.sqlite("cannot use database", e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rollback_checked_against_a_row_that_moved_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, key) = (dir.path().join("s.db"), dir.path().join("k"));
+        crate::keys::generate(&key).unwrap();
+        let store = ConfigStore::open_or_create(&db, &key).unwrap();
+        let first = store.save("litestream", b"# one\n", "yml", "").unwrap();
+        store.save("litestream", b"# two\n", "yml", "").unwrap();
+        // Generation 1 is `first` now; a save in between makes it the second row.
+        store.save("litestream", b"# three\n", "yml", "").unwrap();
+        let err = store.rollback_checked("litestream", 1, first).unwrap_err();
+        assert!(
+            err.is_bad_input() && err.to_string().contains("saved meanwhile"),
+            "{err}"
+        );
+        assert_eq!(
+            store.list("litestream").unwrap().len(),
+            3,
+            "nothing written"
+        );
+        let again = store.rollback_checked("litestream", 2, first).unwrap();
+        assert_eq!(&*store.load("litestream", 0).unwrap().plaintext, b"# one\n");
+        assert_eq!(store.newest_id("litestream").unwrap(), Some(again));
     }
 }

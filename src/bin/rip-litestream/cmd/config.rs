@@ -56,7 +56,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             let stored = store.load(&g.scope, generation)?;
             LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
             save.litestream_accepts(&stored.plaintext)?;
-            let id = store.rollback(&g.scope, generation)?;
+            let id = store.rollback_checked(&g.scope, generation, stored.id)?;
             say_saved(
                 &store,
                 &g.scope,
