@@ -62,6 +62,10 @@ impl Supervisor {
         let guarded = self.guard.as_ref().map(|g| g.held()).unwrap_or_default();
         for d in &mut dbs {
             if guarded.iter().any(|p| p.as_os_str() == d.path.as_str()) {
+                // The guard stands in until litestream takes its own lock (an idle database
+                // can take it seconds after the start): the WAL is held, nothing is missing.
+                d.read_lock = None;
+                self.lock_misses.remove(&d.path);
                 continue;
             }
             if d.read_lock == Some(false) {

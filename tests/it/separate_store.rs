@@ -122,11 +122,12 @@ fn every_readme_command_works_with_the_store_apart_and_a_second_database() {
         run_stderr(&l.env).contains("litestream ready")
     });
     insert(&l.two, 130, 160);
-    wait_for("both databases in the status", LONG, || {
-        let out = l.cmd(&["status", "--db", store]).stdout();
-        out.contains(two) && out.contains(s(&l.env.db()))
+    // Healthy once litestream holds both databases (an idle one can take it a few seconds).
+    wait_for("both databases healthy in the status", LONG, || {
+        let r = l.cmd(&["status", "--db", store]);
+        let out = r.stdout();
+        r.output.status.success() && out.contains(two) && out.contains(s(&l.env.db()))
     });
-    l.cmd(&["status", "--db", store]).success();
     // verify names the database; without one it says which there are.
     l.cmd(&["verify", "--db", store])
         .code_is(2)
