@@ -110,7 +110,7 @@ pub(super) fn lock_databases(
 
 impl Supervisor {
     pub(super) async fn run(mut self) -> Result<()> {
-        self.snapshot_where_wal_restarted().await;
+        // The WAL is looked at just before every start (cold ones too): see `live`.
         self.engage_guard().await;
         let verifier = self
             .options

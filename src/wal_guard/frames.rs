@@ -2,6 +2,7 @@
 //! SQLite's WAL index (`-shm`) against litestream's newest local LTX file; and the forced
 //! snapshot that saves them. Reads files only through descriptors that never drop a lock.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -141,20 +142,28 @@ pub(super) fn wal_index(db: &Path) -> Option<WalIndex> {
 /// of a file it holds locks on, for that reason.)
 pub(super) fn read_shm_header(shm: &Path) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt;
-    static OPEN: Mutex<Vec<(PathBuf, std::fs::File)>> = Mutex::new(Vec::new());
+    /// The descriptor in use per path, and those of files since replaced at their path
+    /// (kept open too: closing them could drop locks on a file still in use elsewhere).
+    struct Open {
+        current: HashMap<PathBuf, std::fs::File>,
+        replaced: Vec<std::fs::File>,
+    }
+    static OPEN: Mutex<Option<Open>> = Mutex::new(None);
     let inode = std::fs::metadata(shm).ok()?.ino();
-    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let open = guard.get_or_insert_with(|| Open {
+        current: HashMap::new(),
+        replaced: Vec::new(),
+    });
     let same = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.ino() == inode);
-    let index = match open.iter().position(|(p, f)| p == shm && same(f)) {
-        Some(i) => i,
-        None => {
-            // A new file at that path (or the first look): the old descriptor stays open too.
-            open.push((shm.to_path_buf(), std::fs::File::open(shm).ok()?));
-            open.len() - 1
+    if !open.current.get(shm).is_some_and(same) {
+        let file = std::fs::File::open(shm).ok()?;
+        if let Some(old) = open.current.insert(shm.to_path_buf(), file) {
+            open.replaced.push(old);
         }
-    };
+    }
     let mut buf = vec![0u8; 100];
-    open[index].1.read_exact_at(&mut buf, 0).ok()?;
+    open.current[shm].read_exact_at(&mut buf, 0).ok()?;
     Some(buf)
 }
 

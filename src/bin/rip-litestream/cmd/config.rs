@@ -187,13 +187,14 @@ pub(crate) fn say_saved(
     id: i64,
     what: &str,
 ) -> Result<u8, Error> {
-    let rows = store.list(scope)?;
-    let position = rows.iter().position(|r| r.id == id).unwrap_or(0);
     let db = store.db_path().display();
-    if position == 0 {
+    if store.newest_id(scope)? == Some(id) {
         say!("{what} as the newest generation of `{scope}` in {db} (id {id})");
         return Ok(0);
     }
+    // Shadowed: only now is every generation listed, to name the rows that come first.
+    let rows = store.list(scope)?;
+    let position = rows.iter().position(|r| r.id == id).unwrap_or(0);
     for newer in &rows[..position] {
         tracing::warn!(
             id = newer.id,
