@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine: the age CLI and sqlite3
 # (apt), litestream 0.5.17 (scripts/install-litestream.sh) and moto's S3 server (pip, into
-# .tools/moto, git-ignored; tests/it/s3.rs runs it from there). For the checks of deploy/
+# .tools/moto, git-ignored; tests/it/s3.rs runs it from there) and prometheus-client's text
+# parser (pip, into .tools/prometheus-client, for tests/it/metrics.rs). For the checks of deploy/
 # (tests/it/deploy), it also tries to install systemd-analyze (package systemd) and strace
 # (apt), and kubernetes-validate (pip, into .tools/kubernetes-validate): those are optional, a
 # failed install is a warning and the checks that need the tool print "SKIPPED". Safe to run
@@ -40,6 +41,18 @@ else
   echo "installing moto[server] $moto_version into $moto_dir" >&2
   python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
     --target "$moto_dir" --upgrade "moto[server]==$moto_version" >&2
+fi
+
+# prometheus-client's text parser checks what `/metrics` serves (tests/it/metrics.rs).
+pc_version=0.26.0
+pc_dir="$root/.tools/prometheus-client"
+if [ -d "$pc_dir/prometheus_client-$pc_version.dist-info" ] &&
+  [ -f "$pc_dir/prometheus_client/parser.py" ]; then
+  echo "prometheus-client $pc_version at $pc_dir" >&2
+else
+  echo "installing prometheus-client $pc_version into $pc_dir" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$pc_dir" --upgrade "prometheus-client==$pc_version" >&2
 fi
 
 # kubernetes-validate checks deploy/kubernetes*.yaml against the Kubernetes schemas it bundles

@@ -32,7 +32,8 @@
 //!   that keeps the WAL whole while no litestream runs);
 //! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], reload, stop,
 //!   status; [`status`]: the published [`Status`] and its health; [`health`]: the HTTP
-//!   endpoints (or [`health::answer`] to mount them) and systemd notifications;
+//!   endpoints (or [`health::answer`] and [`health::metrics`] to mount them), [`metrics`] (the
+//!   status in Prometheus' text format) and systemd notifications;
 //! - read replicas ([`follow`]) and `run -- APP` ([`entrypoint`], with [`reaper`] as PID 1);
 //! - one-off operations: [`init`], [`check`] (litestream's own verdict), [`restore`] (and the
 //!   fresh-database guard), [`verify`], [`doctor`], [`pragmas`];
@@ -60,6 +61,7 @@ mod wal_guard;
 
 pub mod backoff;
 pub mod health;
+pub mod metrics;
 pub mod status;
 pub mod supervisor;
 

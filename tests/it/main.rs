@@ -8,6 +8,7 @@ mod entrypoint;
 mod follow;
 mod fuzz;
 mod logging;
+mod metrics;
 mod no_row_lost;
 mod operations;
 mod packaging;
