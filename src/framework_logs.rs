@@ -15,7 +15,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +27,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
 use crate::error::{Error, Result};
+
+mod lines;
+pub use lines::{journal_priority, json_line, level_name, stderr_is_journal, FATAL_TARGET};
 
 /// restinpieces' `logs` table, byte for byte.
 pub const LOGS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logs (
@@ -110,6 +113,30 @@ pub struct QueuedStderr {
     queued: Arc<AtomicU64>,
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    style: Arc<AtomicU8>,
+}
+
+/// How [`QueuedStderr`] shapes lines of its own (its notice of dropped lines) and whether it
+/// prefixes each event with journald's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Style {
+    /// Plain text lines.
+    Text = 0,
+    /// Text lines, each prefixed with its sd-daemon priority (`<3>` ...): stderr is the journal.
+    Journald = 1,
+    /// JSON lines ([`json_line`]).
+    Json = 2,
+}
+
+impl Style {
+    fn of(v: u8) -> Style {
+        match v {
+            1 => Style::Journald,
+            2 => Style::Json,
+            _ => Style::Text,
+        }
+    }
 }
 
 /// One event's bytes, queued when dropped.
@@ -152,9 +179,27 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for QueuedStderr {
             to: self.clone(),
         }
     }
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> QueuedLine {
+        let mut line = self.make_writer();
+        if self.style() == Style::Journald {
+            line.buf
+                .extend_from_slice(journal_priority(meta.level()).as_bytes());
+        }
+        line
+    }
 }
 
 impl QueuedStderr {
+    /// Sets the [`Style`] (before the subscriber is installed).
+    pub fn set_style(&self, style: Style) {
+        self.style.store(style as u8, Ordering::Relaxed);
+    }
+
+    /// The [`Style`].
+    pub fn style(&self) -> Style {
+        Style::of(self.style.load(Ordering::Relaxed))
+    }
+
     /// Waits (at most `timeout`) until every line queued so far is written: before the process
     /// prints its last words or exits.
     pub fn flush(&self, timeout: Duration) {
@@ -175,8 +220,9 @@ pub fn queued_stderr(capacity: usize) -> QueuedStderr {
         queued: Arc::new(AtomicU64::new(0)),
         written: Arc::new(AtomicU64::new(0)),
         dropped: Arc::new(AtomicU64::new(0)),
+        style: Arc::new(AtomicU8::new(Style::Text as u8)),
     };
-    let (written, dropped) = (q.written.clone(), q.dropped.clone());
+    let (written, dropped, style) = (q.written.clone(), q.dropped.clone(), q.style.clone());
     let _ = std::thread::Builder::new()
         .name("stderr".into())
         .spawn(move || {
@@ -186,11 +232,20 @@ pub fn queued_stderr(capacity: usize) -> QueuedStderr {
                 let _ = err.write_all(&line);
                 let lost = dropped.load(Ordering::Relaxed);
                 if lost > reported {
-                    let _ = writeln!(
-                        err,
-                        "rip-litestream: {} log line(s) dropped: stderr is not being read fast enough",
+                    let msg = format!(
+                        "{} log line(s) dropped: stderr is not being read fast enough",
                         lost - reported
                     );
+                    let _ = match Style::of(style.load(Ordering::Relaxed)) {
+                        Style::Json => {
+                            let mut fields = Map::new();
+                            fields.insert("dropped_total".into(), lost.into());
+                            let line = json_line(SystemTime::now(), &Level::WARN, &msg, &fields);
+                            err.write_all(line.as_bytes())
+                        }
+                        Style::Journald => writeln!(err, "<4>rip-litestream: {msg}"),
+                        Style::Text => writeln!(err, "rip-litestream: {msg}"),
+                    };
                     reported = lost;
                 }
                 drop(err);
@@ -200,25 +255,32 @@ pub fn queued_stderr(capacity: usize) -> QueuedStderr {
     q
 }
 
-/// Writes each event to stderr as one JSON object: `time`, `level`, `target`, `message`,
-/// `fields`.
+/// Writes each event to stderr as one JSON line shaped like Go slog's `JSONHandler`
+/// ([`json_line`]): `time`, `level`, `msg`, then the event's fields flat, with `target` among
+/// them. A litestream line forwarded as an event (target `litestream`) carries its own JSON
+/// fields as one string field `fields`: they are spread flat as well.
 pub struct JsonStderrLayer(pub QueuedStderr);
 
 impl<S: Subscriber> Layer<S> for JsonStderrLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let f = Fields::of(event);
-        let line = serde_json::json!({
-            "time": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            "level": meta.level().as_str(),
-            "target": meta.target(),
-            "message": f.message,
-            "fields": f.fields,
-        });
-        let mut out = line.to_string();
-        out.push('\n');
+        let mut f = Fields::of(event);
+        if meta.target() == "litestream" {
+            let inner = match f.fields.get("fields") {
+                Some(Value::String(s)) if s.starts_with('{') => serde_json::from_str(s).ok(),
+                _ => None,
+            };
+            if let Some(Value::Object(inner)) = inner {
+                f.fields.remove("fields");
+                for (k, v) in inner {
+                    f.fields.entry(k).or_insert(v);
+                }
+            }
+        }
+        f.fields.insert("target".into(), meta.target().into());
+        let line = json_line(SystemTime::now(), meta.level(), &f.message, &f.fields);
         use tracing_subscriber::fmt::MakeWriter;
-        let _ = self.0.make_writer().write_all(out.as_bytes());
+        let _ = self.0.make_writer().write_all(line.as_bytes());
     }
 }
 

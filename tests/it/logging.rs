@@ -31,8 +31,33 @@ fn unwritable_replica(env: &TestEnv) -> String {
     )
 }
 
+/// Checks that `line` is shaped like slog's JSONHandler output: `time` (RFC 3339, nanoseconds),
+/// `level`, `msg` as the first three keys, and no nested object or array among the fields.
+fn assert_slog_shape(line: &str) {
+    let rest = line
+        .strip_prefix("{\"time\":\"")
+        .unwrap_or_else(|| panic!("time is not first: {line}"));
+    let (time, rest) = rest
+        .split_once("\",\"level\":\"")
+        .unwrap_or_else(|| panic!("level is not second: {line}"));
+    let t = humantime::parse_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+    assert!(t <= std::time::SystemTime::now());
+    assert_eq!(time.len(), "2026-12-02T03:04:05.123456789Z".len(), "{time}");
+    let (level, _) = rest
+        .split_once("\",\"msg\":")
+        .unwrap_or_else(|| panic!("msg is not third: {line}"));
+    assert!(
+        ["DEBUG-4", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for (k, v) in v.as_object().unwrap() {
+        assert!(!v.is_object() && !v.is_array(), "{k} is nested in {line}");
+    }
+}
+
 #[test]
-fn json_log_format_writes_one_object_per_line_with_level_target_message_fields() {
+fn json_log_format_writes_slog_shaped_lines_with_flat_fields() {
     let env = TestEnv::new();
     insert(&env.db(), 0, 1);
     save_config(&env, &config_yaml(&env, "logging:\n  type: json\n", ""));
@@ -46,22 +71,177 @@ fn json_log_format_writes_one_object_per_line_with_level_target_message_fields()
     });
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0));
-    let lines = json_lines(&run_stderr(&env));
-    assert!(lines.len() > 5);
-    for l in &lines {
-        for key in ["time", "level", "target", "message", "fields"] {
-            assert!(l.get(key).is_some(), "{key} missing in {l}");
-        }
+    let err = run_stderr(&env);
+    for l in err.lines() {
+        assert_slog_shape(l);
     }
+    let lines = json_lines(&err);
+    assert!(lines.len() > 5);
     let started = lines
         .iter()
-        .find(|l| l["message"] == "litestream started")
+        .find(|l| l["msg"] == "litestream started")
         .unwrap();
-    assert!(started["fields"]["pid"].as_u64().is_some(), "{started}");
+    assert!(started["pid"].as_u64().is_some(), "{started}");
+    assert_eq!(started["level"], "INFO");
+    // litestream's own JSON fields, spread flat beside ours.
+    let replicating = lines
+        .iter()
+        .find(|l| l["target"] == "litestream" && l["msg"] == "replicating to")
+        .unwrap_or_else(|| panic!("litestream's lines as events:\n{err}"));
     assert!(
-        lines.iter().any(|l| l["target"] == "litestream"),
-        "litestream's lines as events"
+        replicating["db"].is_string() || replicating["type"].is_string(),
+        "{replicating}"
     );
+}
+
+#[test]
+fn a_fatal_error_is_a_json_error_line_and_an_error_row_in_the_log_db() {
+    let env = TestEnv::new();
+    let logs = env.path("logs.db");
+    // No config store at all: a mistake before anything runs.
+    let r = env.run([
+        "--log-format",
+        "json",
+        "--log-db",
+        logs.to_str().unwrap(),
+        "run",
+    ]);
+    r.code_is(2);
+    let err = r.stderr();
+    assert!(!err.contains("error: "), "stderr is all JSON: {err}");
+    for l in err.lines() {
+        assert_slog_shape(l);
+    }
+    let fatal = json_lines(&err)
+        .into_iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line: {err}"));
+    assert!(
+        fatal["msg"].as_str().unwrap().contains("does not exist"),
+        "{fatal}"
+    );
+    assert_eq!(fatal["exit_code"], 2);
+    let conn = rusqlite::Connection::open(&logs).unwrap();
+    let (level, message, data): (i64, String, String) = conn
+        .query_row(
+            "SELECT level, message, data FROM logs WHERE level = 8",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (level, message.as_str()),
+        (8, fatal["msg"].as_str().unwrap())
+    );
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["exit_code"], 2);
+
+    // In text mode the `error:` line stays (once), and the row is written too.
+    let logs2 = env.path("logs2.db");
+    std::fs::write(env.path("bad.key"), "not a key").unwrap();
+    let mut cmd = env.cmd(["--log-db", logs2.to_str().unwrap(), "run"]);
+    cmd.env("RIP_AGE_KEY", env.path("bad.key"));
+    let r = crate::support::run_cmd(cmd);
+    assert_ne!(r.code(), 0);
+    let err = r.stderr();
+    assert_eq!(err.matches("error: ").count(), 1, "{err}");
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    let conn = rusqlite::Connection::open(&logs2).unwrap();
+    let message: String = conn
+        .query_row("SELECT message FROM logs WHERE level = 8", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(message, line.trim_start_matches("error: "));
+
+    // A log database that cannot be opened: still one JSON line.
+    let r = env.run([
+        "--log-format",
+        "json",
+        "--log-db",
+        env.path("no/such/dir/logs.db").to_str().unwrap(),
+        "status",
+    ]);
+    assert_ne!(r.code(), 0);
+    let err = r.stderr();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_slog_shape(err.trim_end());
+}
+
+fn stderr_identity(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[test]
+fn journald_priorities_prefix_our_lines_only_when_stderr_is_the_journal_stream() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 1);
+    save_config(&env, &config_yaml(&env, "", ""));
+    // stderr is a file here: the test names it as the journal stream, as systemd would.
+    let err_file = env.path("run.err");
+    std::fs::File::create(&err_file).unwrap();
+    let mut cmd = env.cmd(["run"]);
+    cmd.env("JOURNAL_STREAM", stderr_identity(&err_file));
+    let out = std::fs::File::create(env.path("run.out")).unwrap();
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&err_file)
+        .unwrap();
+    let child = cmd.stdout(out).stderr(err).spawn().unwrap();
+    let mut sup = Background { child };
+    wait_for("ready", LONG, || {
+        run_stderr(&env).contains("litestream ready")
+    });
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    let text = run_stderr(&env);
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" restinpieces_litestream::"))
+        .collect();
+    assert!(ours.len() > 3, "{text}");
+    for l in &ours {
+        assert!(
+            l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<7>"),
+            "no priority: {l}"
+        );
+    }
+    assert!(ours
+        .iter()
+        .any(|l| l.starts_with("<6>") && l.contains("litestream ready")));
+    // litestream's own lines are forwarded as they are.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("time=") || l.contains("level=")),
+        "{text}"
+    );
+
+    // A fatal error on the journal: `<3>error: ...`.
+    let mut cmd = env.cmd(["run"]);
+    cmd.env("RIP_DB", env.path("missing.db"));
+    let probe = env.path("fatal.err");
+    std::fs::File::create(&probe).unwrap();
+    cmd.env("JOURNAL_STREAM", stderr_identity(&probe));
+    let err = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&probe)
+        .unwrap();
+    let status = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let fatal = std::fs::read_to_string(&probe).unwrap();
+    assert!(fatal.starts_with("<3>error: "), "{fatal}");
+
+    // JOURNAL_STREAM inherited, stderr redirected elsewhere: no prefixes.
+    let mut cmd = env.cmd(["run"]);
+    cmd.env("RIP_DB", env.path("missing.db"));
+    cmd.env("JOURNAL_STREAM", stderr_identity(&probe));
+    let r = crate::support::run_cmd(cmd);
+    r.code_is(2);
+    assert!(r.stderr().starts_with("error: "), "{}", r.stderr());
 }
 
 #[test]
@@ -110,7 +290,7 @@ fn litestream_error_lines_become_error_events_in_tracing_mode() {
     assert!(
         events
             .iter()
-            .any(|l| is_error_event(l) && l["message"].as_str().unwrap().starts_with("Error:")),
+            .any(|l| is_error_event(l) && l["msg"].as_str().unwrap().starts_with("Error:")),
         "{err}"
     );
 }

@@ -17,9 +17,13 @@ pub(crate) fn install_subscriber(
     let stderr = if g.log_format == "json" {
         framework_logs::JsonStderrLayer(stderr).boxed()
     } else {
+        // The fatal error's event: the `error:` line says it already.
+        let not_fatal =
+            tracing_subscriber::filter::filter_fn(|m| m.target() != framework_logs::FATAL_TARGET);
         tracing_subscriber::fmt::layer()
             .with_writer(stderr)
             .with_ansi(false)
+            .with_filter(not_fatal)
             .boxed()
     };
     let (db_layer, guard) = match &g.log_db {

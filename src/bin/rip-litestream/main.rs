@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use restinpieces_litestream::{framework_logs, Error};
+use restinpieces_litestream::framework_logs::{self, Style};
+use restinpieces_litestream::Error;
 
 /// Like `eprintln!`, but a closed stderr is no reason to panic.
 macro_rules! say {
@@ -32,19 +33,24 @@ fn main() -> ExitCode {
         set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
     }
     let stderr = framework_logs::queued_stderr(1024);
+    stderr.set_style(if cli.global.log_format == "json" {
+        Style::Json
+    } else if framework_logs::stderr_is_journal() {
+        Style::Journald
+    } else {
+        Style::Text
+    });
     let guard = match logging::install_subscriber(&cli.global, stderr.clone()) {
         Ok(g) => g,
         Err(e) => {
-            report(&e);
+            report(&e, &stderr);
             return ExitCode::from(e.exit_code() as u8);
         }
     };
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::debug!(error = %e, "command failed");
-            stderr.flush(Duration::from_secs(2)); // our logs before our last words
-            report(&e);
+            report(&e, &stderr);
             e.exit_code() as u8
         }
     };
@@ -60,15 +66,41 @@ fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
     }
 }
 
-/// Prints the error and its sources once, as `error: outer: inner`.
-fn report(e: &Error) {
-    let mut line = format!("error: {e}");
+/// Prints the error and its sources once, as `error: outer: inner` (`<3>error: ...` when stderr
+/// is the journal), and logs it as an ERROR event (target [`framework_logs::FATAL_TARGET`]) for
+/// the JSON and database sinks. With `--log-format json` stderr stays all JSON: the event is the
+/// only line (written directly when no subscriber takes it).
+fn report(e: &Error, stderr: &framework_logs::QueuedStderr) {
+    use framework_logs::FATAL_TARGET;
+    let mut line = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         line.push_str(&format!(": {s}"));
         source = s.source();
     }
-    say!("{line}");
+    let code = e.exit_code() as u8;
+    let logged = tracing::enabled!(target: FATAL_TARGET, tracing::Level::ERROR);
+    if logged {
+        tracing::error!(target: FATAL_TARGET, exit_code = code, "{line}");
+    }
+    stderr.flush(Duration::from_secs(2)); // our logs before our last words
+    match stderr.style() {
+        Style::Json if logged => {}
+        Style::Json => {
+            let mut fields = serde_json::Map::new();
+            fields.insert("exit_code".into(), code.into());
+            fields.insert("target".into(), FATAL_TARGET.into());
+            let json = framework_logs::json_line(
+                std::time::SystemTime::now(),
+                &tracing::Level::ERROR,
+                &line,
+                &fields,
+            );
+            say!("{}", json.trim_end());
+        }
+        Style::Journald => say!("<3>error: {line}"),
+        Style::Text => say!("error: {line}"),
+    }
 }
 
 /// Calls the command.
