@@ -29,7 +29,9 @@ use tracing_subscriber::Layer;
 use crate::error::{Error, Result};
 
 mod lines;
-pub use lines::{journal_priority, json_line, level_name, stderr_is_journal, FATAL_TARGET};
+pub use lines::{json_line, level_name, FATAL_TARGET};
+
+use crate::journal::journal_priority;
 
 /// restinpieces' `logs` table, byte for byte.
 pub const LOGS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS logs (

@@ -33,7 +33,8 @@
 //! - [`supervisor`]: the [`Litestream`] daemon: start, restart with [`backoff`], reload, stop,
 //!   status; [`status`]: the published [`Status`] and its health; [`health`]: the HTTP
 //!   endpoints (or [`health::answer`] and [`health::metrics`] to mount them), [`metrics`] (the
-//!   status in Prometheus' text format) and systemd notifications;
+//!   status in Prometheus' text format), systemd notifications and [`journal`] (journald's
+//!   priority prefixes);
 //! - read replicas ([`follow`]) and `run -- APP` ([`entrypoint`], with [`reaper`] as PID 1);
 //! - one-off operations: [`init`], [`check`] (litestream's own verdict), [`restore`] (and the
 //!   fresh-database guard), [`verify`], [`doctor`], [`pragmas`];
@@ -61,6 +62,7 @@ mod wal_guard;
 
 pub mod backoff;
 pub mod health;
+pub mod journal;
 pub mod metrics;
 pub mod status;
 pub mod supervisor;

@@ -1,5 +1,6 @@
 //! litestream's own log lines: read from its stdout and stderr until it exits, kept (the last 50)
-//! for crash reports, and forwarded whole, never blocking litestream.
+//! for crash reports, and forwarded whole (on the journal stream with the sd-daemon priority of
+//! their level in front), never blocking litestream.
 //!
 //! Readers run as tokio tasks and hand lines to one writer thread through a bounded queue; when
 //! the queue is full (our stderr is a pipe nobody reads fast enough) lines are dropped and
@@ -121,7 +122,10 @@ impl LogForwarder {
             let writer_state = state.clone();
             std::thread::Builder::new()
                 .name("litestream-logs".into())
-                .spawn(move || write_lines(mode, rx, &writer_state))
+                .spawn(move || {
+                    let journal = mode == LogMode::Verbatim && crate::journal::stderr_is_journal();
+                    write_lines(mode, journal, rx, &writer_state)
+                })
                 .expect("cannot start the log writer thread");
             tx
         });
@@ -182,8 +186,9 @@ impl LogForwarder {
     }
 }
 
-/// The writer thread: blocks on our stderr so that nobody else has to.
-fn write_lines(mode: LogMode, rx: Receiver<(Stream, String)>, state: &LogState) {
+/// The writer thread: blocks on our stderr so that nobody else has to. With `journal` (stderr is
+/// the journal stream), each verbatim line starts with the sd-daemon priority of its level.
+fn write_lines(mode: LogMode, journal: bool, rx: Receiver<(Stream, String)>, state: &LogState) {
     let mut reported = 0;
     let stderr = std::io::stderr();
     while let Ok(first) = rx.recv() {
@@ -192,6 +197,10 @@ fn write_lines(mode: LogMode, rx: Receiver<(Stream, String)>, state: &LogState) 
         while let Some((stream, line)) = next {
             match mode {
                 LogMode::Verbatim => {
+                    if journal {
+                        let prefix = crate::journal::journal_priority(&line_level(&line));
+                        let _ = out.write_all(prefix.as_bytes());
+                    }
                     let _ = out.write_all(line.as_bytes());
                     let _ = out.write_all(b"\n");
                 }

@@ -209,12 +209,21 @@ fn journald_priorities_prefix_our_lines_only_when_stderr_is_the_journal_stream()
     assert!(ours
         .iter()
         .any(|l| l.starts_with("<6>") && l.contains("litestream ready")));
-    // litestream's own lines are forwarded as they are.
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("time=") || l.contains("level=")),
-        "{text}"
-    );
+    // litestream's own lines keep their format, behind the priority of their level.
+    let theirs: Vec<&str> = text.lines().filter(|l| l.contains("level=")).collect();
+    assert!(!theirs.is_empty(), "{text}");
+    for l in &theirs {
+        let expected = if l.contains(" level=INFO ") {
+            "<6>time="
+        } else if l.contains(" level=WARN ") {
+            "<4>time="
+        } else if l.contains(" level=ERROR ") {
+            "<3>time="
+        } else {
+            "<"
+        };
+        assert!(l.starts_with(expected), "{l}");
+    }
 
     // A fatal error on the journal: `<3>error: ...`.
     let mut cmd = env.cmd(["run"]);

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     let stderr = framework_logs::queued_stderr(1024);
     stderr.set_style(if cli.global.log_format == "json" {
         Style::Json
-    } else if framework_logs::stderr_is_journal() {
+    } else if restinpieces_litestream::journal::stderr_is_journal() {
         Style::Journald
     } else {
         Style::Text
