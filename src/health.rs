@@ -25,7 +25,7 @@ pub const MAX_HEADER_BYTES: usize = 4096;
 /// Binds `addr` now (so a taken port is an immediate error), then serves until the task is
 /// dropped: `GET /healthz` (200 when ready and every database synced recently, else 503; the
 /// status as JSON either way), `GET /readyz` (200 once litestream is ready) and `GET /metrics`
-/// (Prometheus text format, see [`metrics`]). `HEAD` is answered like `GET` without the body;
+/// (Prometheus text format, see [`metrics()`]). `HEAD` is answered like `GET` without the body;
 /// any other method gets 405 with `Allow: GET, HEAD`, an unknown path 404, headers over
 /// [`MAX_HEADER_BYTES`] 431. See [`MAX_CONNECTIONS`] and [`READ_TIMEOUT`] for the bounds.
 pub async fn serve(
@@ -154,7 +154,7 @@ async fn respond(mut conn: TcpStream, status: watch::Receiver<Status>) {
 const JSON: &str = "application/json";
 
 /// The body of `GET /metrics` for `status`: Prometheus text exposition format 0.0.4, served
-/// with `Content-Type` [`metrics::CONTENT_TYPE`](crate::metrics::CONTENT_TYPE). For an
+/// with `Content-Type` [`metrics::CONTENT_TYPE`]. For an
 /// application that mounts the endpoint in its own HTTP server, like [`answer`].
 pub fn metrics(status: &Status) -> String {
     metrics::render(status, SystemTime::now())
