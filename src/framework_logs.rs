@@ -29,7 +29,7 @@ use tracing_subscriber::Layer;
 use crate::error::{Error, Result};
 
 mod lines;
-pub use lines::{json_line, level_name, FATAL_TARGET};
+pub use lines::{json_line, level_name, Style, FATAL_TARGET};
 
 use crate::journal::journal_priority;
 
@@ -116,29 +116,6 @@ pub struct QueuedStderr {
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     style: Arc<AtomicU8>,
-}
-
-/// How [`QueuedStderr`] shapes lines of its own (its notice of dropped lines) and whether it
-/// prefixes each event with journald's priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Style {
-    /// Plain text lines.
-    Text = 0,
-    /// Text lines, each prefixed with its sd-daemon priority (`<3>` ...): stderr is the journal.
-    Journald = 1,
-    /// JSON lines ([`json_line`]).
-    Json = 2,
-}
-
-impl Style {
-    fn of(v: u8) -> Style {
-        match v {
-            1 => Style::Journald,
-            2 => Style::Json,
-            _ => Style::Text,
-        }
-    }
 }
 
 /// One event's bytes, queued when dropped.

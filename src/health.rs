@@ -163,6 +163,7 @@ pub fn metrics(status: &Status) -> String {
 /// The answer to `GET path` (`/healthz`, `/readyz`) for `status`: an HTTP status code and a
 /// JSON body. What [`serve`] answers, for an application that mounts the endpoints in its own
 /// HTTP server (axum, hyper, ...) instead: `answer(req.uri().path(), &daemon.status().borrow())`.
+/// `/metrics` is not JSON: its body is [`metrics()`] (here it is a 404).
 pub fn answer(path: &str, status: &Status) -> (u16, String) {
     let now = SystemTime::now();
     let mut json = serde_json::to_value(status).unwrap_or_default();

@@ -53,6 +53,29 @@ pub fn json_line(
     out
 }
 
+/// How [`QueuedStderr`](super::QueuedStderr) shapes lines of its own (its notice of dropped lines) and whether it
+/// prefixes each event with journald's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Style {
+    /// Plain text lines.
+    Text = 0,
+    /// Text lines, each prefixed with its sd-daemon priority (`<3>` ...): stderr is the journal.
+    Journald = 1,
+    /// JSON lines ([`json_line`]).
+    Json = 2,
+}
+
+impl Style {
+    pub(crate) fn of(v: u8) -> Style {
+        match v {
+            1 => Style::Journald,
+            2 => Style::Json,
+            _ => Style::Text,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ mod deploy;
 mod entrypoint;
 mod follow;
 mod fuzz;
+mod log_formats;
 mod logging;
 mod metrics;
 mod no_row_lost;
