@@ -145,6 +145,7 @@ impl Drop for QueuedLine {
             }
             Err(_) => {
                 self.to.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count_dropped(crate::metrics::LogSink::Stderr);
             }
         }
     }
@@ -354,6 +355,7 @@ impl<S: Subscriber> Layer<S> for LogDbLayer {
         };
         if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Record(record)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::count_dropped(crate::metrics::LogSink::LogDb);
         }
     }
 }

@@ -6,15 +6,39 @@
 //! Per database (label `db`, its path): litestream's local and replicated transaction ids, the
 //! last sync as a Unix timestamp and as an age, litestream's WAL read lock (0/1) and whether the
 //! replica can be restored from (0/1). For the supervisor: its state (one-hot over every state,
-//! label `state`), ready and healthy (0/1), restarts and dropped log lines (counters), the config
-//! generation in use and whether a newer one was rejected, and the last `verify` (one-hot over
+//! label `state`), ready and healthy (0/1), restarts (a counter), the config
+//! generation in use and whether a newer one was rejected, log lines dropped (label `source`:
+//! `litestream`, our own `stderr` or `log_db`), and the last `verify` (one-hot over
 //! its outcomes, with its timestamp and age). A value that is not known (no sync yet, a lock that
 //! cannot be read) is left out rather than reported as 0.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::status::{state_word, Outcome, State, Status};
+
+/// Where a log line the process dropped was going (beside litestream's lines, counted in the
+/// status): the sinks of `framework_logs`, which count here as they drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSink {
+    /// Our own stderr (its queue was full).
+    Stderr,
+    /// The `--log-db` table (its queue was full).
+    LogDb,
+}
+
+static STDERR_DROPPED: AtomicU64 = AtomicU64::new(0);
+static LOG_DB_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one log line dropped on its way to `sink` (process-wide, as the sinks are).
+pub fn count_dropped(sink: LogSink) {
+    match sink {
+        LogSink::Stderr => &STDERR_DROPPED,
+        LogSink::LogDb => &LOG_DB_DROPPED,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+}
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -158,9 +182,18 @@ pub fn render(status: &Status, now: SystemTime) -> String {
     let mut f = Family::new(
         "rip_litestream_log_lines_dropped_total",
         "counter",
-        "litestream log lines dropped because our stderr was not read fast enough.",
+        "Log lines dropped rather than block: litestream's (our stderr not read fast enough), our own to stderr, our own to the log database.",
     );
-    f.add(vec![], status.dropped_log_lines as f64);
+    f.add(
+        vec![("source", "litestream".into())],
+        status.dropped_log_lines as f64,
+    );
+    for (source, n) in [("stderr", &STDERR_DROPPED), ("log_db", &LOG_DB_DROPPED)] {
+        f.add(
+            vec![("source", source.into())],
+            n.load(Ordering::Relaxed) as f64,
+        );
+    }
     families.push(f);
     let mut f = Family::new(
         "rip_litestream_ready_since_timestamp_seconds",
@@ -320,6 +353,8 @@ mod tests {
             "# TYPE rip_litestream_restarts_total counter\nrip_litestream_restarts_total 2\n"
         ));
         assert!(text.contains("rip_litestream_config_generation 3\n"));
+        assert!(text.contains("rip_litestream_log_lines_dropped_total{source=\"litestream\"} 0\n"));
+        assert!(text.contains("rip_litestream_log_lines_dropped_total{source=\"log_db\"} "));
         assert!(!text.contains("rip_litestream_verify"), "no verify yet");
         for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
             assert_eq!(text.matches(line).count(), 1, "{line}");

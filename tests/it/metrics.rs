@@ -161,6 +161,17 @@ fn metrics_parse_and_follow_replication_the_lock_and_restarts() {
     assert_eq!(value(&s, "rip_litestream_ready", &[]), Some(1.0));
     assert_eq!(value(&s, "rip_litestream_db_restorable", &dbl), Some(1.0));
     assert_eq!(value(&s, "rip_litestream_restarts_total", &[]), Some(0.0));
+    for source in ["litestream", "stderr", "log_db"] {
+        assert_eq!(
+            value(
+                &s,
+                "rip_litestream_log_lines_dropped_total",
+                &[("source", source)]
+            ),
+            Some(0.0),
+            "{source}"
+        );
+    }
     assert!(value(&s, "rip_litestream_config_generation", &[]).is_some_and(|g| g >= 1.0));
     assert_eq!(
         value(&s, "rip_litestream_config_generation_rejected", &[]),
