@@ -352,3 +352,68 @@ fn metrics_report_the_last_verify_and_a_replica_that_cannot_be_restored_from() {
     sup.signal("TERM");
     sup.wait_code(LONG);
 }
+
+#[test]
+fn awkward_database_paths_survive_the_parser_as_labels() {
+    use restinpieces_litestream::status::{DbStatus, Outcome, State, Status, VerifyReport};
+    let now = std::time::SystemTime::now();
+    let paths = [
+        "/data/plain.db",
+        "/data/with \"quotes\".db",
+        "/data/back\\slash.db",
+        "/data/new\nline.db",
+        "/data/ünï cödé {x=1}.db",
+    ];
+    let status = Status {
+        state: State::Ready,
+        ready_since: Some(now),
+        databases: paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| DbStatus {
+                path: p.to_string(),
+                status: "replicating".into(),
+                last_sync_at: Some(now),
+                txid: Some(100 + i as u64),
+                replicated_txid: Some(100 + i as u64),
+                read_lock: Some(i % 2 == 0),
+            })
+            .collect(),
+        unrestorable: vec![paths[3].to_string()],
+        last_verify: Some(VerifyReport {
+            outcome: Outcome::Inconclusive,
+            db: paths[1].into(),
+            reason: "behind".into(),
+            restored_txid: None,
+            live_txid: None,
+            lag_txids: Some(3),
+            at: now,
+        }),
+        ..Status::default()
+    };
+    let s = parse(&restinpieces_litestream::health::metrics(&status));
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(
+            value(&s, "rip_litestream_db_txid", &[("db", p)]),
+            Some(100.0 + i as f64),
+            "{p:?}"
+        );
+        assert_eq!(
+            value(&s, "rip_litestream_db_wal_read_lock", &[("db", p)]),
+            Some(if i % 2 == 0 { 1.0 } else { 0.0 })
+        );
+        assert_eq!(
+            value(&s, "rip_litestream_db_restorable", &[("db", p)]),
+            Some(if i == 3 { 0.0 } else { 1.0 })
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "rip_litestream_verify_outcome",
+            &[("db", paths[1]), ("outcome", "inconclusive")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(value(&s, "rip_litestream_healthy", &[]), Some(0.0));
+}
