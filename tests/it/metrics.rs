@@ -224,6 +224,7 @@ fn the_health_listener_refuses_other_methods_and_survives_a_flood_of_idle_client
     let port = free_port();
     let mut sup = run_bg(&env, &["--health-addr", &format!("127.0.0.1:{port}")]);
     wait_ready(&env);
+    let base = fds(sup.pid());
 
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         for path in ["/healthz", "/metrics", "/nope"] {
@@ -242,9 +243,12 @@ fn the_health_listener_refuses_other_methods_and_survives_a_flood_of_idle_client
     );
     assert_eq!(http(port, &huge).map(|r| r.0), Some(431));
 
-    // 100 clients connect and send nothing.
-    let before = fds(sup.pid());
+    // 100 clients connect and send nothing, once the requests above are done with (their
+    // descriptors closed: the flood then meets a listener with every place free).
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for("the requests above finished", LONG, || {
+        fds(sup.pid()) <= base + 2
+    });
     let idle: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
         .collect();
@@ -254,11 +258,41 @@ fn the_health_listener_refuses_other_methods_and_survives_a_flood_of_idle_client
         http(port, &request("GET", "/healthz")).is_some_and(|r| r.0 == 200)
     });
     assert!(
-        most <= before + 32 + 4,
-        "descriptors grew from {before} to {most} with 100 idle clients"
+        most <= base + 32 + 4,
+        "descriptors grew from {base} to {most} with 100 idle clients"
     );
+    // Each idle client was closed by the listener: at once beyond the bound, after the read
+    // timeout within it.
+    for c in &idle {
+        c.set_read_timeout(Some(LONG)).unwrap();
+        let mut b = [0u8; 1];
+        let closed = match (&*c).read(&mut b) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        assert!(closed, "an idle client still connected after {LONG:?}");
+    }
     drop(idle);
     assert_eq!(http(port, &request("GET", "/readyz")).unwrap().0, 200);
+
+    // A client that trickles header lines forever is cut off (the deadline is for the whole
+    // request, not for each read).
+    let mut slow = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        while slow.write_all(b"X-Slow: 1\r\n").is_ok() {
+            std::thread::sleep(Duration::from_millis(200)); // the client's pace
+        }
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    wait_for("the trickling client cut off", LONG, || {
+        done.load(std::sync::atomic::Ordering::SeqCst)
+    });
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0));
 }
