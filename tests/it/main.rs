@@ -2,6 +2,7 @@
 //! SQLite files and real age keys. `support` holds the shared harness.
 
 mod cli;
+mod cli_json;
 mod config_cli;
 mod corpus;
 mod deploy;

@@ -42,7 +42,8 @@ pub(crate) fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {
 
 /// `man`: the top-level page on stdout; with `--output DIR`, a page per command and subcommand
 /// written into DIR (`rip-litestream.1`, `rip-litestream-config-save.1`, ...), each file named
-/// on stderr. Pages of the same name from an earlier run are replaced; nothing else is touched.
+/// on stderr. Pages of the same name from an earlier run are replaced (by a rename: a symlink of
+/// that name is replaced, never the file it points to); nothing else is touched.
 pub(crate) fn man(output: Option<&Path>) -> Result<u8, Error> {
     let Some(dir) = output else {
         let mut out = Vec::new();
@@ -51,6 +52,12 @@ pub(crate) fn man(output: Option<&Path>) -> Result<u8, Error> {
             .map_err(|e| Error::io("cannot render the man page", "stdout", e))?;
         return write_stdout(&out);
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory: pass the directory to write the pages into",
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     let mut cmd = Cli::command().disable_help_subcommand(true);
     cmd.build();
@@ -66,10 +73,15 @@ pub(crate) fn man(output: Option<&Path>) -> Result<u8, Error> {
 fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -> Result<(), Error> {
     let man = clap_mangen::Man::new(cmd.clone());
     let path = dir.join(man.get_filename());
+    let tmp = dir.join(format!(".{}.tmp{}", man.get_filename(), std::process::id()));
     let mut page = Vec::new();
     man.render(&mut page)
-        .and_then(|_| std::fs::write(&path, &page))
-        .map_err(|e| Error::io("cannot write the man page", &path, e))?;
+        .and_then(|_| std::fs::write(&tmp, &page))
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io("cannot write the man page", &path, e)
+        })?;
     written.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub, dir, written)?;
