@@ -269,3 +269,18 @@ fn config_check_json_accepted_rejected_invalid_and_unasked() {
     let message = json_error(&env.run(["config", "check", "--json", "-g", "9"]), 2);
     assert!(message.contains('9'), "{message}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// the other --json commands end the same way
+
+#[test]
+fn verify_and_config_list_json_errors_are_json_too() {
+    let env = TestEnv::new();
+    env.run(["keygen"]).success();
+    // No store yet: `verify` and `config list` cannot start.
+    for args in [&["verify", "--json"][..], &["config", "list", "--json"]] {
+        let message = json_error(&env.run(args), 2);
+        assert!(message.contains(s(&env.db())), "{args:?}: {message}");
+    }
+    assert!(!env.db().exists(), "a failed command created the store");
+}
