@@ -311,7 +311,7 @@ pub(crate) enum ConfigCommand {
         #[arg(long)]
         litestream: Option<PathBuf>,
         /// Print the verdict as one JSON object on stdout: generation, id, valid, warnings,
-        /// errors, litestream (accepted, rejected or not found).
+        /// errors, litestream (accepted, rejected, not found or unusable).
         #[arg(long)]
         json: bool,
     },
