@@ -77,7 +77,7 @@ pub mod framework_logs;
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};
 pub use status::{State, Status};
-pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
+pub use store::{CheckedSave, ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
 pub use supervisor::{
     Daemon, FollowSource, Litestream, Options, ReloadHandle, ReloadOutcome, ReloadSource, Role,
     StopHandle,
