@@ -69,7 +69,7 @@ pub mod reaper;
 
 pub mod ops;
 pub(crate) use ops::content;
-pub use ops::{check, doctor, init, pragmas, restore, running, verify};
+pub use ops::{check, diff, doctor, edit, init, pragmas, restore, running, verify};
 
 #[cfg(feature = "cli")]
 pub mod framework_logs;
