@@ -2,6 +2,7 @@
 //! command acts on, a running supervisor's control socket.
 
 pub(crate) mod config;
+pub(crate) mod config_edit;
 pub(crate) mod doctor;
 pub(crate) mod follow;
 pub(crate) mod keys;
