@@ -21,6 +21,9 @@ pub enum CheckedSave {
     Superseded(Option<i64>),
 }
 
+/// A row's id and its content (or the kind of value `content` holds instead of bytes).
+type IdContent = (i64, std::result::Result<Vec<u8>, &'static str>);
+
 const NEWEST_ID: &str =
     "SELECT id FROM app_config WHERE scope = ? ORDER BY created_at DESC, id DESC LIMIT 1";
 
@@ -137,12 +140,7 @@ impl ConfigStore {
     }
 
     /// Every row of `scope` (id, content), newest first.
-    #[allow(clippy::type_complexity)]
-    fn rows_of(
-        &self,
-        conn: &Connection,
-        scope: &str,
-    ) -> Result<Vec<(i64, std::result::Result<Vec<u8>, &'static str>)>> {
+    fn rows_of(&self, conn: &Connection, scope: &str) -> Result<Vec<IdContent>> {
         let mut stmt = conn
             .prepare(
                 "SELECT id, content FROM app_config WHERE scope = ? ORDER BY created_at DESC, id DESC",
@@ -181,8 +179,11 @@ impl ConfigStore {
 mod tests {
     use super::*;
 
+    /// A row: id, scope, content, format, description, created_at.
+    type Row = (i64, String, Vec<u8>, String, Option<String>, String);
+
     /// Every row of the table, in id order: what "byte-identical" is checked against.
-    fn table(db: &Path) -> Vec<(i64, String, Vec<u8>, String, Option<String>, String)> {
+    fn table(db: &Path) -> Vec<Row> {
         let conn = Connection::open(db).unwrap();
         let mut stmt = conn
             .prepare("SELECT id, scope, content, format, description, created_at FROM app_config ORDER BY id")

@@ -2,6 +2,7 @@
 //! SQLite files and real age keys. `support` holds the shared harness.
 
 mod config_cli;
+mod config_edit;
 mod corpus;
 mod deploy;
 mod entrypoint;
