@@ -114,8 +114,14 @@ impl ConfigStore {
             let plaintext = self
                 .decrypt(&old, scope, generation as u32, *id, content)
                 .map_err(|e| {
+                    let already = crate::keys::decrypt(&new, content).is_ok();
+                    let why = if already {
+                        format!("it is already encrypted to the key in {} (an earlier rekey?)", new_key.display())
+                    } else {
+                        e.to_string()
+                    };
                     Error::Usage(format!(
-                        "nothing was re-encrypted: generation {generation} (row id {id}) cannot be decrypted with --age-key: {e}"
+                        "nothing was re-encrypted: generation {generation} (row id {id}) cannot be decrypted with --age-key: {why}"
                     ))
                 })?;
             let mut fresh = crate::keys::encrypt(&new, &plaintext)?;

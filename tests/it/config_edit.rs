@@ -468,6 +468,11 @@ fn a_rekey_reencrypts_every_generation_and_keeps_the_rest() {
     run_cmd(cmd)
         .success()
         .stdout_has("saved encrypted by rip-litestream init");
+    // Run again with the old --age-key: refused, saying why, nothing changed.
+    env.run(["config", "rekey", "--new-key", s(&new_key)])
+        .code_is(2)
+        .stderr_has("already encrypted to the key in");
+    assert_eq!(table(&env.db()), after);
 }
 
 #[test]
