@@ -421,6 +421,30 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_zeroes_and_removes_the_plaintext() {
+        let base = tempfile::tempdir().unwrap();
+        let link = base.path().join("link");
+        let dir = std::panic::catch_unwind(|| {
+            let f =
+                PrivateFile::create(base.path(), "yml", b"secret-access-key: s3cr3t\n").unwrap();
+            // A second name for the inode: what it holds after the drop is what was left.
+            fs::hard_link(f.path(), &link).unwrap();
+            let dir = f.dir().to_path_buf();
+            if dir.exists() {
+                std::panic::resume_unwind(Box::new(dir));
+            }
+            unreachable!()
+        })
+        .unwrap_err()
+        .downcast::<PathBuf>()
+        .unwrap();
+        assert!(!dir.exists(), "removed during the unwind");
+        let left = fs::read(&link).unwrap();
+        assert_eq!(left.len(), 26);
+        assert!(left.iter().all(|b| *b == 0), "zeroed: {left:?}");
+    }
+
+    #[test]
     fn only_a_dead_owners_directory_is_swept() {
         let base = tempfile::tempdir().unwrap();
         let live = PrivateFile::create(base.path(), "yml", b"secret").unwrap();

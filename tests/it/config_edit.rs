@@ -255,6 +255,11 @@ fn the_plaintext_is_private_on_tmpfs_while_the_editor_runs() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&fs.stdout).trim(), "tmpfs");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), show(&env, 0));
+    // Another command sweeping the runtime base leaves a live edit alone.
+    let mut check = env.cmd(["config", "check"]);
+    check.env("RIP_RUNTIME_DIR", shm.path());
+    run_cmd(check).success();
+    assert!(file.exists(), "a live edit is not swept");
     bg.signal("HUP");
     assert_eq!(bg.wait_code(LONG), Some(1));
     assert!(!dir.exists(), "SIGHUP: removed");
