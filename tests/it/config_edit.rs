@@ -133,6 +133,17 @@ fn an_edit_saves_what_the_editor_wrote() {
     let list = env.run(["config", "list"]).stdout();
     assert!(list.lines().next().unwrap().ends_with("\tedited"), "{list}");
     assert!(edit_dirs(shm.path()).is_empty(), "the plaintext is removed");
+    // $VISUAL comes before $EDITOR.
+    let ed = script(
+        &env,
+        "visual.sh",
+        "sed -i 's/sync-interval: 7s/sync-interval: 8s/' \"$1\"",
+    );
+    let mut cmd = edit_cmd(&env, shm.path(), &ed, &[]);
+    cmd.env("VISUAL", format!("sh {}", s(&ed)))
+        .env("EDITOR", "false");
+    run_cmd(cmd).success();
+    assert!(show(&env, 0).contains("sync-interval: 8s"));
 }
 
 #[test]
