@@ -14,7 +14,10 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
 
+mod rekey;
 mod rows;
+
+pub use rekey::CheckedSave;
 
 use rows::{check_format, content_bytes, has_table, Row};
 

@@ -4,6 +4,7 @@
 mod cli;
 mod cli_json;
 mod config_cli;
+mod config_edit;
 mod corpus;
 mod deploy;
 mod entrypoint;

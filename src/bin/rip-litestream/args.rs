@@ -322,6 +322,36 @@ pub(crate) enum ConfigCommand {
         #[command(flatten)]
         save: SaveArgs,
     },
+    /// Edit the newest generation in $VISUAL, else $EDITOR, else vi (decrypted into a private
+    /// file, removed afterwards) and save it as a new generation once it validates.
+    Edit {
+        /// Saved with the new generation.
+        #[arg(long, default_value = "edited")]
+        description: String,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        save: SaveArgs,
+    },
+    /// Show how generation A became generation B (default: 1 and 0, the previous and the
+    /// newest), secrets masked. Exit 0 when equal, 1 when they differ.
+    Diff {
+        /// The generation diffed from (as `config show -g A`).
+        #[arg(default_value_t = 1)]
+        a: u32,
+        /// The generation diffed to.
+        #[arg(default_value_t = 0)]
+        b: u32,
+    },
+    /// Re-encrypt every generation of the scope to the key in FILE, in one transaction (then
+    /// pass FILE as --age-key everywhere).
+    Rekey {
+        /// The new key file (`rip-litestream keygen --output FILE` or age-keygen); neither it nor
+        /// --age-key is written.
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+    },
 }
 
 /// What `config save` and `config rollback` check before a generation is written.

@@ -1,4 +1,4 @@
-//! `config save|show|list|check|rollback`.
+//! `config save|show|list|check|rollback|diff|rekey` (`edit` in `config_edit`).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -67,7 +67,63 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 &format!("generation {generation} saved again"),
             )
         }
+        ConfigCommand::Edit {
+            description,
+            strict,
+            save,
+        } => {
+            let store = save.store(ConfigStore::open(db, key)?);
+            super::config_edit::edit(&store, &g.scope, &description, strict, &save)
+        }
+        ConfigCommand::Diff { a, b } => diff(&ConfigStore::open(db, key)?, &g.scope, a, b),
+        ConfigCommand::Rekey { new_key } => {
+            let store = ConfigStore::open(db, key)?;
+            let count = store.rekey(&g.scope, &new_key)?;
+            say!(
+                "re-encrypted {count} generation(s) of `{}` in {} to the key in {} (ids, dates and descriptions kept; {} is unchanged)",
+                g.scope,
+                store.db_path().display(),
+                new_key.display(),
+                key.display()
+            );
+            say!(
+                "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                new_key.display(),
+                key.display()
+            );
+            Ok(0)
+        }
     }
+}
+
+/// `config diff A B`: a unified diff of generation A to B, secrets masked; 0 equal, 1 not.
+fn diff(store: &ConfigStore, scope: &str, a: u32, b: u32) -> Result<u8, Error> {
+    let (old, new) = (store.load(scope, a)?, store.load(scope, b)?);
+    let label = |s: &restinpieces_litestream::StoredConfig| {
+        format!(
+            "generation {} (id {}, {})",
+            s.generation, s.id, s.created_at
+        )
+    };
+    let text = |s: &restinpieces_litestream::StoredConfig| {
+        zeroize::Zeroizing::new(String::from_utf8_lossy(&s.plaintext).into_owned())
+    };
+    let (old_text, new_text) = (text(&old), text(&new));
+    let Some(out) = restinpieces_litestream::diff::masked_diff(
+        &old_text,
+        &new_text,
+        &label(&old),
+        &label(&new),
+    ) else {
+        say!("generations {a} and {b} of `{scope}` are the same config");
+        return Ok(0);
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        .map_err(|e| Error::io("cannot write", "stdout", e))?;
+    Ok(1)
 }
 
 /// `config list`: a line (or a JSON object) per generation, newest first.
@@ -200,26 +256,51 @@ impl SaveArgs {
     /// Asks the real litestream (`databases -no-expand-env`) whether it accepts `yaml`; its
     /// refusal is ours (exit 2), so no generation it rejects reaches a running supervisor.
     fn litestream_accepts(&self, yaml: &[u8]) -> Result<(), Error> {
+        let Some(bin) = self.checker()? else {
+            return Ok(());
+        };
+        match block_on(litestream_refusal(&bin, yaml))? {
+            None => Ok(()),
+            Some(refusal) => Err(Error::Usage(format!(
+                "{refusal}\nfix it and save again (or --no-check to save anyway)"
+            ))),
+        }
+    }
+
+    /// The litestream to ask, or `None` with --no-check (warned about).
+    pub(crate) fn checker(&self) -> Result<Option<binary::LitestreamBinary>, Error> {
         if self.no_check {
             tracing::warn!("saving without asking litestream (--no-check): a running supervisor keeps its litestream if litestream rejects this generation");
-            return Ok(());
+            return Ok(None);
         }
-        let bin = binary::find(self.litestream.as_deref()).map_err(|e| {
+        binary::find(self.litestream.as_deref()).map(Some).map_err(|e| {
             Error::Usage(format!(
                 "cannot ask litestream whether it accepts this config ({e}); pass --litestream PATH, or --no-check to save without asking"
             ))
-        })?;
-        let base = runtime::private_base()?;
-        let verdict = block_on(check::ask_litestream(&bin, yaml, &base))?;
-        if verdict.accepted {
-            return Ok(());
-        }
-        Err(Error::Usage(format!(
-            "litestream {} rejects this config, so it was not saved:\n  {}\nfix it and save again (or --no-check to save anyway)",
-            bin.version,
-            verdict.output.trim().lines().collect::<Vec<_>>().join("\n  ")
-        )))
+        })
     }
+}
+
+/// What litestream says against `yaml` (`None`: it accepts it).
+pub(crate) async fn litestream_refusal(
+    bin: &binary::LitestreamBinary,
+    yaml: &[u8],
+) -> Result<Option<String>, Error> {
+    let base = runtime::private_base()?;
+    let verdict = check::ask_litestream(bin, yaml, &base).await?;
+    if verdict.accepted {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "litestream {} rejects this config, so it was not saved:\n  {}",
+        bin.version,
+        verdict
+            .output
+            .trim()
+            .lines()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    )))
 }
 
 /// Says where the new row landed; warns when rows dated after it still come first.

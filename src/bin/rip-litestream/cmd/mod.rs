@@ -3,6 +3,7 @@
 
 pub(crate) mod about;
 pub(crate) mod config;
+pub(crate) mod config_edit;
 pub(crate) mod doctor;
 pub(crate) mod follow;
 pub(crate) mod keys;
