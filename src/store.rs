@@ -88,6 +88,7 @@ pub struct ConfigStore {
     db: PathBuf,
     key: PathBuf,
     new_key: bool,
+    recipients: crate::keys::Recipients,
 }
 
 impl ConfigStore {
@@ -98,6 +99,7 @@ impl ConfigStore {
             db: db.into(),
             key: key.into(),
             new_key: false,
+            recipients: Default::default(),
         };
         let conn = store.connect_read()?;
         drop(conn);
@@ -114,6 +116,7 @@ impl ConfigStore {
             db,
             key: key.into(),
             new_key: false,
+            recipients: Default::default(),
         })
     }
 
@@ -122,6 +125,13 @@ impl ConfigStore {
     /// needs the new key). Without it they refuse ([`Error::KeyChanged`]).
     pub fn allow_new_key(mut self) -> Self {
         self.new_key = true;
+        self
+    }
+
+    /// Encrypts new generations (saves, rollbacks) to these recipients too, beside the key
+    /// file's first identity.
+    pub fn encrypt_to(mut self, recipients: crate::keys::Recipients) -> Self {
+        self.recipients = recipients;
         self
     }
 
@@ -148,7 +158,7 @@ impl ConfigStore {
         check_format(format)?;
         let keys = KeyRing::read(&self.key)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = crate::keys::encrypt(&keys, plaintext)?;
+        let content = crate::keys::encrypt(&keys, &self.recipients, plaintext)?;
         self.insert(scope, &content, format, description)
     }
 
@@ -274,7 +284,7 @@ impl ConfigStore {
         let content = self.usable(&row, scope)?;
         let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = crate::keys::encrypt(&keys, &plaintext)?;
+        let content = crate::keys::encrypt(&keys, &self.recipients, &plaintext)?;
         let description = format!("rollback to generation {generation} (id {})", row.id);
         self.insert(scope, &content, &row.format, &description)
     }

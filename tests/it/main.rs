@@ -7,6 +7,7 @@ mod deploy;
 mod entrypoint;
 mod follow;
 mod fuzz;
+mod keys;
 mod logging;
 mod no_row_lost;
 mod operations;
