@@ -10,6 +10,7 @@ mod fuzz;
 mod keys;
 mod logging;
 mod no_row_lost;
+mod notify;
 mod operations;
 mod packaging;
 mod reliability;
