@@ -1,5 +1,6 @@
-//! age key files: reading identities (`age-keygen` format), generating a new one, and the
-//! permission check.
+//! age key files: reading identities (`age-keygen` format, parsed by age's own
+//! [`age::IdentityFile`]), generating a new one, the permission check, and whom saves encrypt to
+//! ([`Recipients`]).
 //!
 //! The key file is read each time it is needed, never cached for the life of the process.
 

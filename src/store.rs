@@ -145,7 +145,8 @@ impl ConfigStore {
         &self.key
     }
 
-    /// Encrypts `plaintext` to the key file's first identity and saves it as the newest
+    /// Encrypts `plaintext` to the key file's first identity (and [`ConfigStore::encrypt_to`]'s
+    /// recipients) and saves it as the newest
     /// generation of `scope`. Returns the new row id. Refuses a key change (the newest
     /// generation encrypted to another recipient) unless [`ConfigStore::allow_new_key`].
     pub fn save(
@@ -257,7 +258,7 @@ impl ConfigStore {
     }
 
     /// Re-saves generation `generation` of `scope` as the newest, encrypted anew to the key
-    /// file's first identity (after a key rotation the newest row is then readable with the new
+    /// file's first identity and [`ConfigStore::encrypt_to`]'s recipients (after a key rotation the newest row is then readable with the new
     /// key, as restinpieces expects). Returns the new row id.
     pub fn rollback(&self, scope: &str, generation: u32) -> Result<i64> {
         self.rollback_row(scope, generation, None)
