@@ -104,20 +104,18 @@ const EXTEND_BY: Duration = Duration::from_secs(30);
 /// `EXTEND_TIMEOUT_USEC=` every 10 s while a restore on boot runs (before `READY=1`); and, when
 /// systemd asks for a watchdog (`WATCHDOG_USEC=`, for this pid), `WATCHDOG=1` every half period.
 ///
-/// The watchdog says the supervisor is alive: this task runs on the supervisor's runtime, beside
-/// its supervising task, and pings only while that task publishes its status (the channel is
-/// open) and has not failed or stopped. A litestream crash loop does not stop the pings: the
-/// supervisor is handling it (restarts with backoff, `--max-restarts`), and systemd restarting
-/// the supervisor would not help. Ends with the status channel.
+/// The watchdog says the supervisor is alive: this task pings only while the supervising task
+/// (and, before it, a restore on boot) keeps returning from its polls, as [`beating`] records,
+/// and has not failed or stopped. A supervisor stuck inside a call (a deadlock, a blocking call
+/// that never returns, a loop) stops the pings and systemd restarts it. A litestream crash loop
+/// does not stop them: the supervisor is handling it (restarts with backoff, `--max-restarts`),
+/// and systemd restarting the supervisor would not help. Ends with the status channel.
 pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let watchdog = watchdog_period(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    );
+    let watchdog = watchdog_from_env();
+    beat(); // the process is starting: alive until a supervisor shows otherwise
     let notify = |msg: &str| {
         if let Err(e) = send(&socket, msg) {
             tracing::warn!(error = %e, "cannot notify systemd");
@@ -161,8 +159,9 @@ pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
                 state_changed = true;
             }
             _ = ping.tick(), if watchdog.is_some() => {
-                let alive = !matches!(status.borrow().state, State::Stopped | State::Failed { .. });
-                if alive {
+                let over = matches!(status.borrow().state, State::Stopped | State::Failed { .. });
+                let period = watchdog.unwrap_or_default();
+                if !over && since_last_beat() < period / 2 {
                     notify("WATCHDOG=1\n");
                 }
             }
@@ -176,6 +175,63 @@ pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
             }
         }
     }
+}
+
+/// The watchdog period systemd asks this process for, if any.
+fn watchdog_from_env() -> Option<Duration> {
+    watchdog_period(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// When a supervising task last returned from a poll: milliseconds since [`EPOCH`]. One per
+/// process: with two daemons in one process, either one beating feeds the watchdog.
+static LAST_BEAT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+fn beat() {
+    LAST_BEAT_MS.fetch_max(now_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn since_last_beat() -> Duration {
+    Duration::from_millis(
+        now_ms().saturating_sub(LAST_BEAT_MS.load(std::sync::atomic::Ordering::Relaxed)),
+    )
+}
+
+/// `fut`, recording a heartbeat for the systemd watchdog each time a poll of it returns; polled
+/// at least every quarter watchdog period to say so even while it waits. Without a watchdog,
+/// just `fut`. (A spurious poll is harmless: every future must allow it.)
+pub(crate) async fn beating<F: std::future::Future>(fut: F) -> F::Output {
+    match watchdog_from_env() {
+        Some(period) => beating_every(period / 4, fut).await,
+        None => fut.await,
+    }
+}
+
+async fn beating_every<F: std::future::Future>(every: Duration, fut: F) -> F::Output {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        beat();
+        while tick.poll_tick(cx).is_ready() {}
+        Poll::Pending
+    })
+    .await
 }
 
 /// The watchdog period systemd asks for: `WATCHDOG_USEC` microseconds, when `WATCHDOG_PID` is
@@ -212,6 +268,40 @@ fn send(socket: &std::ffi::OsStr, msg: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_supervisor_stuck_in_a_call_stops_the_heartbeat() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let every = Duration::from_millis(20);
+        let fresh = || since_last_beat() < every * 10;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // A task that waits (an hour's sleep): the ticks poll it, it beats.
+        let waiting = tokio::spawn(beating_every(every, async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }));
+        tokio::time::sleep(every * 20).await;
+        while std::time::Instant::now() < deadline && !fresh() {
+            tokio::time::sleep(every).await;
+        }
+        assert!(fresh(), "a waiting task does not beat");
+        waiting.abort();
+        // A task blocked inside its poll: no more beats, until it is released.
+        let release = std::sync::Arc::new(AtomicBool::new(false));
+        let held = release.clone();
+        let blocked = tokio::spawn(beating_every(every, async move {
+            tokio::task::yield_now().await;
+            while !held.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        while std::time::Instant::now() < deadline && fresh() {
+            tokio::time::sleep(every).await;
+        }
+        let stale = !fresh();
+        release.store(true, Ordering::Relaxed);
+        blocked.await.unwrap();
+        assert!(stale, "a blocked task still beats");
+    }
 
     #[test]
     fn the_watchdog_is_ours_when_its_pid_is_unset_or_ours() {

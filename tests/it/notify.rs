@@ -1,5 +1,5 @@
-//! systemd's notification protocol beyond READY=1: the watchdog (`WATCHDOG_USEC`), the start
-//! timeout extended while a restore on boot runs, and none of systemd's variables (nor the key's)
+//! systemd's notification protocol beyond READY=1: the watchdog (`WATCHDOG_USEC`, fed during a
+//! restore on boot too), the start timeout extended while a restore on boot runs, and none of systemd's variables (nor the key's)
 //! reaching litestream or the application.
 
 use std::os::unix::fs::PermissionsExt;
@@ -208,11 +208,13 @@ fn a_restore_on_boot_extends_systemds_start_timeout_until_ready() {
         ),
     ]));
     cmd.env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
         .env("LITESTREAM_BIN", &wrapper);
     let mut sup = spawn(&env, cmd);
     let mut got = Vec::new();
-    receive_until(&sock, &mut got, "EXTEND_TIMEOUT_USEC", |g| {
-        count(g, "EXTEND_TIMEOUT_USEC=30000000") > 0
+    // The restore is held: the start timeout is extended and the watchdog fed meanwhile.
+    receive_until(&sock, &mut got, "EXTEND_TIMEOUT_USEC and pings", |g| {
+        count(g, "EXTEND_TIMEOUT_USEC=30000000") > 0 && count(g, "WATCHDOG=1") >= 3
     });
     assert_eq!(
         count(&got, "READY=1"),
