@@ -337,3 +337,61 @@ pub(crate) fn decrypt(
         .map_err(|e| DecryptFailure::Unreadable(format!("decryption failed: {e}")))?;
     Ok(plaintext)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: usize) -> KeyRing {
+        KeyRing::from_identities((0..n).map(|_| x25519::Identity::generate()).collect())
+    }
+
+    #[test]
+    fn saves_go_to_the_first_identity_then_the_others_asked_for_each_once() {
+        let keys = ring(2);
+        let first = keys.recipient().to_string();
+        let second = keys.each()[1].to_public().to_string();
+        let other = x25519::Identity::generate().to_public().to_string();
+        let names = |r: &Recipients| -> Vec<String> {
+            r.for_keys(&keys)
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        assert_eq!(names(&Recipients::default()), vec![first.clone()]);
+        let all = Recipients {
+            extra: vec![other.clone(), first.clone(), other.clone()],
+            all_identities: true,
+        };
+        assert_eq!(names(&all), [first, second, other]);
+    }
+
+    #[test]
+    fn a_recipient_must_be_a_public_key() {
+        let identity = x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        assert_eq!(Recipients::check(&format!(" {public}\n")), Ok(public));
+        use age::secrecy::ExposeSecret;
+        let secret = identity.to_string();
+        assert!(Recipients::check(secret.expose_secret())
+            .unwrap_err()
+            .contains("secret key"));
+        assert!(Recipients::check("age1xyz").is_err());
+    }
+
+    #[test]
+    fn a_lower_case_key_is_refused_as_go_age_refuses_it() {
+        use age::secrecy::ExposeSecret;
+        let secret = x25519::Identity::generate().to_string();
+        let upper = format!("{}\n", secret.expose_secret());
+        let path = Path::new("k");
+        assert!(KeyRing::parse(path, upper.as_bytes()).is_ok());
+        let lower = upper.to_lowercase();
+        let e = KeyRing::parse(path, lower.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upper case") && e.contains("line 1"), "{e}");
+        assert!(!e.contains(&lower.trim()[20..]), "the key in the message");
+    }
+}

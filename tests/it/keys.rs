@@ -5,6 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::support::{run_cmd, TestEnv};
 
@@ -197,7 +198,7 @@ fn recipients_given_also_open_what_is_saved_and_so_does_the_key_itself() {
     let mut cmd = env.cmd(["config", "save", s(&file)]);
     cmd.env(
         "RIP_RECIPIENTS",
-        format!("{},{}", recipient_of(&offline), recipient_of(&second)),
+        format!("{}, {},", recipient_of(&offline), recipient_of(&second)),
     );
     run_cmd(cmd).success();
     let content = newest_content(&env.db());
@@ -211,7 +212,15 @@ fn recipients_given_also_open_what_is_saved_and_so_does_the_key_itself() {
     env.run(["config", "show"])
         .success()
         .stdout_has("/data/app.db");
-    env.run(["config", "save", s(&file)]).success();
+    let mut cmd = env.cmd(["config", "save", s(&file)]);
+    cmd.env("RIP_RECIPIENTS", "");
+    run_cmd(cmd).success();
+    let content = newest_content(&env.db());
+    assert!(age_opens(&env, &env.key(), &content));
+    assert!(
+        !age_opens(&env, &offline, &content),
+        "an empty RIP_RECIPIENTS kept the old ones"
+    );
 
     // A secret key or garbage as a recipient: bad input, nothing saved.
     let rows = |env: &TestEnv| {
@@ -309,4 +318,26 @@ fn a_world_readable_key_warns_loudly_and_a_group_readable_one_gently() {
     let r = env.run(["config", "show"]);
     r.success().stderr_has("its group");
     assert!(!r.stderr().contains("every user"), "{}", r.stderr());
+}
+
+#[test]
+fn a_daemon_warns_about_a_group_readable_key_once_however_often_it_reads_it() {
+    use crate::replication::{config_yaml, run_stderr, save_config, spawn};
+    let env = TestEnv::new();
+    save_config(&env, &config_yaml(&env, "", ""));
+    // Kubernetes' fsGroup: the secret is 0440 and group-owned by the pod's group.
+    std::fs::set_permissions(env.key(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let mut sup = spawn(&env, env.cmd(["run"]));
+    let unchanged = |env: &TestEnv| run_stderr(env).matches("config unchanged").count();
+    crate::support::wait_for("ready", Duration::from_secs(30), || {
+        env.run(["status"]).code() == 0
+    });
+    for n in 1..=2 {
+        sup.signal("HUP"); // each reload reads the key again
+        crate::support::wait_for("a reload", Duration::from_secs(30), || unchanged(&env) >= n);
+    }
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(Duration::from_secs(30)), Some(0));
+    let said = run_stderr(&env).matches("readable by its group").count();
+    assert_eq!(said, 1, "{}", run_stderr(&env));
 }

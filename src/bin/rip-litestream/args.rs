@@ -300,7 +300,12 @@ impl Global {
     /// Who saves encrypt to, besides the key file's first identity.
     pub(crate) fn recipients(&self) -> restinpieces_litestream::keys::Recipients {
         restinpieces_litestream::keys::Recipients {
-            extra: self.recipients.clone(),
+            extra: self
+                .recipients
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect(),
             all_identities: self.encrypt_to_all_identities,
         }
     }
@@ -330,8 +335,12 @@ impl Global {
     }
 }
 
-/// An `age1...` recipient given with --recipient.
+/// An `age1...` recipient given with --recipient; an empty one (`RIP_RECIPIENTS=`, a trailing
+/// comma) is no recipient.
 fn recipient(text: &str) -> std::result::Result<String, String> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
     restinpieces_litestream::keys::Recipients::check(text)
 }
 
