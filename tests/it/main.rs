@@ -1,6 +1,8 @@
 //! The integration tests: the real `rip-litestream` binary, the real `litestream` 0.5.17, real
 //! SQLite files and real age keys. `support` holds the shared harness.
 
+mod cli;
+mod cli_json;
 mod config_cli;
 mod corpus;
 mod deploy;

@@ -89,8 +89,15 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Prove the backup restorable and current: ok (0), failed (1) or inconclusive (3).
     Verify(VerifyArgs),
-    /// State of the supervisor running for --db: exit 0 when healthy, 1 otherwise.
+    /// State of the supervisor running for --db (or the follower writing --output).
+    ///
+    /// Exit codes: 0 healthy; 1 running but unhealthy (backoff, a database not synced lately,
+    /// litestream's WAL read lock not held, a rejected config generation, ...); 3 nothing runs
+    /// for it (no supervisor, or no follower with --output). With --json, that last case prints
+    /// {"running": false, ...} naming what was looked for.
     Status {
+        /// Print the status as one JSON object on stdout ("running", "healthy", "reason", the
+        /// supervisor's state and its databases).
         #[arg(long)]
         json: bool,
         /// The status of the follower writing this copy, instead of the supervisor for --db.
@@ -99,12 +106,47 @@ pub(crate) enum Command {
     },
     /// Check a database for replication (WAL mode, other users, litestream state, size).
     Doctor {
-        /// The database to examine.
+        /// The database to examine (opened read-only, nothing is changed).
         #[arg(value_name = "DB_PATH")]
         database: PathBuf,
+        /// Print the findings as one JSON object on stdout: database, checks (name, level,
+        /// message) and verdict. The exit code is the same: 1 when something must change.
+        #[arg(long)]
+        json: bool,
     },
     /// Keep a read-only copy up to date from a replica (supervised `litestream restore -f`).
     Follow(FollowArgs),
+    /// Print a completion script for SHELL on stdout, e.g. `rip-litestream completions bash >
+    /// /etc/bash_completion.d/rip-litestream`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `rip-litestream man | man -l -`; with
+    /// --output, write one page per command into DIR instead.
+    Man {
+        /// Write rip-litestream.1 and a page per subcommand (rip-litestream-config-save.1, ...)
+        /// into this directory (created when missing).
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON on stdout (`--json`): then an error that ends it
+    /// is printed there as JSON too.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            Command::Status { json, .. } | Command::Doctor { json, .. } => *json,
+            Command::Restore(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Config(ConfigCommand::Check { json, .. } | ConfigCommand::List { json }) => {
+                *json
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -159,8 +201,13 @@ pub(crate) struct RestoreArgs {
     /// Overwrite an existing output.
     #[arg(long)]
     pub(crate) force: bool,
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
     #[arg(long)]
     pub(crate) litestream: Option<PathBuf>,
+    /// Print one JSON object on stdout at the end: database, output, restored (with the reason
+    /// when nothing was), txid, size and duration.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// The database, as named in the config (the config store is `--db`).
     #[arg(value_name = "DB_PATH")]
     pub(crate) database: PathBuf,
@@ -171,8 +218,10 @@ pub(crate) struct VerifyArgs {
     /// How long the replica may take to catch up before the verdict is inconclusive.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub(crate) timeout: Duration,
+    /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
     #[arg(long)]
     pub(crate) litestream: Option<PathBuf>,
     /// The database (default: the config's only one; the config store is `--db`).
@@ -238,10 +287,12 @@ pub(crate) struct RunArgs {
 pub(crate) enum ConfigCommand {
     /// Validate FILE ('-' for stdin), encrypt it and save it as the newest generation.
     Save {
+        /// The litestream.yml to save ('-' reads it from stdin).
         file: PathBuf,
         /// yml or yaml (default: from the file name, else yml).
         #[arg(long)]
         format: Option<String>,
+        /// A note stored with the generation, shown by `config list`.
         #[arg(long, default_value = "")]
         description: String,
         /// Unknown keys are errors, not warnings.
@@ -252,6 +303,7 @@ pub(crate) enum ConfigCommand {
     },
     /// Print a generation's decrypted YAML on stdout.
     Show {
+        /// Which generation: 0 is the newest, 1 the one before, ...
         #[arg(long, short, default_value_t = 0)]
         generation: u32,
     },
@@ -263,6 +315,7 @@ pub(crate) enum ConfigCommand {
     },
     /// Validate a generation, and ask the real litestream's parser too when it is found.
     Check {
+        /// Which generation: 0 is the newest, 1 the one before, ...
         #[arg(long, short, default_value_t = 0)]
         generation: u32,
         /// Unknown keys are errors, not warnings.
@@ -271,9 +324,14 @@ pub(crate) enum ConfigCommand {
         /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
         #[arg(long)]
         litestream: Option<PathBuf>,
+        /// Print the verdict as one JSON object on stdout: generation, id, valid, warnings,
+        /// errors, litestream (accepted, rejected, not found or unusable).
+        #[arg(long)]
+        json: bool,
     },
     /// Save generation N again as the newest.
     Rollback {
+        /// The generation to save again (0 is the newest, 1 the one before, ...; see `config list`).
         generation: u32,
         #[command(flatten)]
         save: SaveArgs,

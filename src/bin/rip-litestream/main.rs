@@ -1,5 +1,10 @@
 //! `rip-litestream`: parses arguments, installs the log subscriber, calls the library and maps
 //! the result to an exit code (0 success, 1 runtime failure, 2 bad input).
+//!
+//! A command given `--json` keeps stdout for JSON alone: when an error ends it, stdout gets
+//! `{"error": "...", "exit_code": N}` (and stderr the usual `error: ...` line). Mistakes clap
+//! finds while parsing (an unknown flag, a missing argument) come before any command runs: they
+//! print clap's usage on stderr only, exit 2.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +32,14 @@ fn main() -> ExitCode {
     // Unix tool does: SIGPIPE keeps its default action. The daemons (`run`, `follow`) ignore it,
     // so a closed log pipe never takes down a supervisor and its litestream.
     set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            cmd::about::print_version();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     if matches!(cli.command, Command::Run(_) | Command::Follow(_)) {
         set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
     }
@@ -39,12 +51,19 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    let json = cli.command.json();
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
             tracing::debug!(error = %e, "command failed");
             stderr.flush(Duration::from_secs(2)); // our logs before our last words
-            report(&e);
+            let line = report(&e);
+            if json {
+                cmd::print_json(&serde_json::json!({
+                    "error": line.trim_start_matches("error: "),
+                    "exit_code": e.exit_code(),
+                }));
+            }
             e.exit_code() as u8
         }
     };
@@ -60,8 +79,8 @@ fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
     }
 }
 
-/// Prints the error and its sources once, as `error: outer: inner`.
-fn report(e: &Error) {
+/// Prints the error and its sources once, as `error: outer: inner`, and returns that line.
+fn report(e: &Error) -> String {
     let mut line = format!("error: {e}");
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -69,6 +88,7 @@ fn report(e: &Error) {
         source = s.source();
     }
     say!("{line}");
+    line
 }
 
 /// Calls the command.
@@ -88,6 +108,8 @@ fn run(mut cli: Cli) -> Result<u8, Error> {
         Command::Verify(args) => cmd::verify::verify_command(g, args),
         Command::Status { json, output } => cmd::status::status_command(g, json, output.as_deref()),
         Command::Follow(args) => cmd::follow::follow_command(g, args),
-        Command::Doctor { database } => cmd::doctor::doctor_command(&database),
+        Command::Doctor { database, json } => cmd::doctor::doctor_command(&database, json),
+        Command::Completions { shell } => cmd::about::completions(shell),
+        Command::Man { output } => cmd::about::man(output.as_deref()),
     }
 }

@@ -4,10 +4,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use restinpieces_litestream::{
-    binary, check, runtime, ConfigStore, Error, LitestreamConfig, Strictness,
+    binary, check, runtime, ConfigStore, Error, LitestreamConfig, Problem, Strictness,
 };
 
 use crate::args::{need, strictness, ConfigCommand, Global, SaveArgs};
+use crate::cmd::print_json;
 use crate::daemon::block_on;
 
 pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
@@ -48,9 +49,11 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             generation,
             strict,
             litestream,
+            json,
         } => {
             let store = ConfigStore::open(db, key)?;
-            check_generation(&store, &g.scope, generation, strict, litestream.as_deref())
+            let bin = litestream.as_deref();
+            check_generation(&store, &g.scope, generation, strict, bin, json)
         }
         ConfigCommand::Rollback { generation, save } => {
             let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
@@ -99,45 +102,84 @@ fn list(store: &ConfigStore, scope: &str, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// `config check`: our verdict, then litestream's own parser when it is found.
+/// `config check`: our verdict, then litestream's own parser when it is found; exit 2 when
+/// either rejects the generation. With `json`, the verdict is one JSON object on stdout.
 fn check_generation(
     store: &ConfigStore,
     scope: &str,
     generation: u32,
     strict: bool,
     litestream: Option<&Path>,
+    json: bool,
 ) -> Result<u8, Error> {
     let stored = store.load(scope, generation)?;
-    let mut ok = true;
-    match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    let ours = match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
         Ok(config) => {
             config.log_warnings();
-            println!(
-                "rip-litestream: valid ({} warning(s))",
-                config.warnings().len()
-            );
+            warnings.extend(config.warnings().iter().cloned());
+            format!("valid ({} warning(s))", warnings.len())
         }
         Err(e) => {
-            ok = false;
-            println!("rip-litestream: {e}");
+            match &e {
+                Error::InvalidConfig(problems) => errors.clone_from(problems),
+                _ => errors.push(Problem {
+                    key: "(root)".into(),
+                    message: e.to_string(),
+                }),
+            }
+            e.to_string()
         }
+    };
+    let mut ok = errors.is_empty();
+    if !json {
+        println!("rip-litestream: {ours}");
     }
-    match binary::find(litestream) {
+    let mut verdict = serde_json::json!({
+        "scope": scope,
+        "generation": generation,
+        "id": stored.id,
+    });
+    match binary::locate(litestream).and_then(|path| binary::find(Some(&path))) {
         Ok(bin) => {
             let base = runtime::private_base()?;
-            let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
-            ok &= verdict.accepted;
-            let word = if verdict.accepted {
+            let answer = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
+            ok &= answer.accepted;
+            let word = if answer.accepted {
                 "accepted"
             } else {
                 "rejected"
             };
-            println!("litestream {}: {word}", bin.version);
-            for line in verdict.output.lines() {
-                println!("  {line}");
+            if !json {
+                println!("litestream {}: {word}", bin.version);
+                for line in answer.output.lines() {
+                    println!("  {line}");
+                }
             }
+            verdict["litestream"] = word.into();
+            verdict["litestream_version"] = bin.version.into();
+            verdict["litestream_output"] = answer.output.trim().into();
         }
-        Err(e) => println!("litestream: not asked ({e})"),
+        Err(e) => {
+            if !json {
+                println!("litestream: not asked ({e})");
+            }
+            let found = binary::locate(litestream).is_ok();
+            verdict["litestream"] = if found { "unusable" } else { "not found" }.into();
+            verdict["litestream_error"] = e.to_string().into();
+        }
+    }
+    if json {
+        let list = |problems: &[Problem]| -> Vec<serde_json::Value> {
+            problems
+                .iter()
+                .map(|p| serde_json::json!({"key": p.key, "message": p.message}))
+                .collect()
+        };
+        verdict["valid"] = ok.into();
+        verdict["warnings"] = list(&warnings).into();
+        verdict["errors"] = list(&errors).into();
+        print_json(&verdict);
     }
     if ok {
         Ok(0)
