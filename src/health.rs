@@ -127,6 +127,7 @@ pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
     let mut look = tokio::time::interval(Duration::from_millis(500));
     look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut extended: Option<tokio::time::Instant> = None;
+    let mut starved = false;
     let mut ready_sent = false;
     let mut last = String::new();
     let mut state_changed = true;
@@ -161,8 +162,13 @@ pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
             _ = ping.tick(), if watchdog.is_some() => {
                 let over = matches!(status.borrow().state, State::Stopped | State::Failed { .. });
                 let period = watchdog.unwrap_or_default();
-                if !over && since_last_beat() < period / 2 {
+                let silent = since_last_beat();
+                if !over && silent < period / 2 {
                     notify("WATCHDOG=1\n");
+                    starved = false;
+                } else if !over && !starved {
+                    starved = true;
+                    tracing::error!(silent_ms = silent.as_millis() as u64, "the supervisor is stuck: no longer feeding systemd's watchdog, which will restart this service");
                 }
             }
             _ = look.tick(), if !ready_sent => {
