@@ -26,9 +26,23 @@ pub(crate) struct Global {
     /// The SQLite database holding the encrypted config (the app_config table).
     #[arg(long, global = true, env = "RIP_DB")]
     pub(crate) db: Option<PathBuf>,
-    /// The age key file (age-keygen format).
-    #[arg(long, global = true, env = "RIP_AGE_KEY")]
+    /// The age key file (age-keygen format). Else env RIP_AGE_KEY or RIP_AGE_KEY_FILE (the
+    /// same; both set must agree), else $CREDENTIALS_DIRECTORY/age.key when that file exists
+    /// (systemd LoadCredential=/LoadCredentialEncrypted=). Never passed on to litestream or the
+    /// application.
+    #[arg(long, global = true, value_name = "PATH")]
     pub(crate) age_key: Option<PathBuf>,
+    /// Also encrypt what is saved (config save, config rollback, init) to this age recipient,
+    /// e.g. an offline recovery key (age1...; repeatable; env RIP_RECIPIENTS, comma-separated).
+    /// The key file's first identity is always a recipient as well, so that what is saved stays
+    /// readable with --age-key.
+    #[arg(long = "recipient", global = true, env = "RIP_RECIPIENTS", value_name = "AGE1...",
+          value_delimiter = ',', value_parser = recipient)]
+    pub(crate) recipients: Vec<String>,
+    /// Encrypt what is saved to every identity of the key file, not only its first (e.g. the
+    /// old and the new key during a rotation).
+    #[arg(long, global = true)]
+    pub(crate) encrypt_to_all_identities: bool,
     /// The config scope in app_config.
     #[arg(long, global = true, env = "RIP_SCOPE", default_value = restinpieces_litestream::DEFAULT_SCOPE)]
     pub(crate) scope: String,
@@ -370,11 +384,59 @@ pub(crate) struct SaveArgs {
     pub(crate) litestream: Option<PathBuf>,
 }
 
+impl Global {
+    /// Who saves encrypt to, besides the key file's first identity.
+    pub(crate) fn recipients(&self) -> restinpieces_litestream::keys::Recipients {
+        restinpieces_litestream::keys::Recipients {
+            extra: self
+                .recipients
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect(),
+            all_identities: self.encrypt_to_all_identities,
+        }
+    }
+
+    /// Fills in --age-key from the environment when it was not given: RIP_AGE_KEY or its alias
+    /// RIP_AGE_KEY_FILE (both set and different is bad input), else a systemd credential
+    /// `$CREDENTIALS_DIRECTORY/age.key` that exists.
+    pub(crate) fn resolve_key(&mut self) -> Result<(), Error> {
+        if self.age_key.is_some() {
+            return Ok(());
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        self.age_key = match (var("RIP_AGE_KEY"), var("RIP_AGE_KEY_FILE")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::Usage(format!(
+                    "RIP_AGE_KEY ({}) and RIP_AGE_KEY_FILE ({}) name different key files: set only one of them",
+                    Path::new(&a).display(),
+                    Path::new(&b).display()
+                )))
+            }
+            (Some(a), _) | (None, Some(a)) => Some(PathBuf::from(a)),
+            (None, None) => var("CREDENTIALS_DIRECTORY")
+                .map(|dir| Path::new(&dir).join("age.key"))
+                .filter(|p| p.exists()),
+        };
+        Ok(())
+    }
+}
+
+/// An `age1...` recipient given with --recipient; an empty one (`RIP_RECIPIENTS=`, a trailing
+/// comma) is no recipient.
+fn recipient(text: &str) -> std::result::Result<String, String> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    restinpieces_litestream::keys::Recipients::check(text)
+}
+
 pub(crate) fn need<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Error> {
     value.as_deref().ok_or_else(|| {
         Error::Usage(match what {
             "db" => "no database given: pass --db PATH (or set RIP_DB)".into(),
-            _ => "no age key given: pass --age-key PATH (or set RIP_AGE_KEY); create one with `rip-litestream keygen --output age.key`".into(),
+            _ => "no age key given: pass --age-key PATH (or set RIP_AGE_KEY or RIP_AGE_KEY_FILE, or give systemd a credential named age.key: LoadCredential=age.key:PATH); create one with `rip-litestream keygen --output age.key`".into(),
         })
     })
 }

@@ -92,7 +92,8 @@ fn report(e: &Error) -> String {
 }
 
 /// Calls the command.
-fn run(cli: Cli) -> Result<u8, Error> {
+fn run(mut cli: Cli) -> Result<u8, Error> {
+    cli.global.resolve_key()?;
     let g = &cli.global;
     match cli.command {
         Command::Keygen { output } => cmd::keys::keygen(g, output.as_deref()),

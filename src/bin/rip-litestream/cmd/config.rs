@@ -30,7 +30,8 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 });
             let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
             config.log_warnings();
-            let store = save.store(ConfigStore::open_or_create(db, key)?);
+            let store =
+                save.store(ConfigStore::open_or_create(db, key)?.encrypt_to(g.recipients()));
             save.litestream_accepts(&bytes)?;
             let id = store.save(&g.scope, &bytes, &format, &description)?;
             say_saved(&store, &g.scope, id, "saved")
@@ -55,7 +56,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             check_generation(&store, &g.scope, generation, strict, bin, json)
         }
         ConfigCommand::Rollback { generation, save } => {
-            let store = save.store(ConfigStore::open(db, key)?);
+            let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
             let stored = store.load(&g.scope, generation)?;
             LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
             save.litestream_accepts(&stored.plaintext)?;
