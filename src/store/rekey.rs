@@ -42,7 +42,7 @@ impl ConfigStore {
         check_format(format)?;
         let keys = KeyRing::read(&self.key)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = crate::keys::encrypt(&keys, plaintext)?;
+        let content = crate::keys::encrypt(&keys, &self.recipients, plaintext)?;
         let mut conn = self.connect_write()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -124,7 +124,7 @@ impl ConfigStore {
                         "nothing was re-encrypted: generation {generation} (row id {id}) cannot be decrypted with --age-key: {why}"
                     ))
                 })?;
-            let mut fresh = crate::keys::encrypt(&new, &plaintext)?;
+            let mut fresh = crate::keys::encrypt(&new, &self.recipients, &plaintext)?;
             tamper(generation, &mut fresh);
             let verified: Option<Zeroizing<Vec<u8>>> = crate::keys::decrypt(&new, &fresh).ok();
             if verified.as_deref().map(|v| &v[..]) != Some(&plaintext[..]) {

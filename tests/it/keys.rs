@@ -341,3 +341,44 @@ fn a_daemon_warns_about_a_group_readable_key_once_however_often_it_reads_it() {
     let said = run_stderr(&env).matches("readable by its group").count();
     assert_eq!(said, 1, "{}", run_stderr(&env));
 }
+
+/// A rekey keeps an offline recovery key a recipient when it is given again: every generation
+/// opens with the new key and with `--recipient`, none with the old key.
+#[test]
+fn a_rekey_with_a_recipient_encrypts_every_generation_to_both() {
+    let env = TestEnv::new();
+    env.init();
+    let file = env.path("good.yml");
+    std::fs::write(&file, GOOD).unwrap();
+    env.run(["config", "save", s(&file)]).success();
+    let offline = env.path("offline.key");
+    let new_key = env.path("new.key");
+    age_keygen(&offline);
+    age_keygen(&new_key);
+    env.run([
+        "config",
+        "rekey",
+        "--new-key",
+        s(&new_key),
+        "--recipient",
+        &recipient_of(&offline),
+    ])
+    .success();
+    let contents: Vec<Vec<u8>> = rusqlite::Connection::open(env.db())
+        .unwrap()
+        .prepare("SELECT content FROM app_config")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(contents.len(), 2);
+    for content in &contents {
+        assert!(age_opens(&env, &new_key, content), "not to the new key");
+        assert!(age_opens(&env, &offline, content), "not to --recipient");
+        assert!(
+            !age_opens(&env, &env.key(), content),
+            "still to the old key"
+        );
+    }
+}

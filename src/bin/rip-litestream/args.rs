@@ -32,7 +32,7 @@ pub(crate) struct Global {
     /// application.
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) age_key: Option<PathBuf>,
-    /// Also encrypt what is saved (config save, config rollback, init) to this age recipient,
+    /// Also encrypt what is saved (config save, rollback, edit and rekey, and init) to this age recipient,
     /// e.g. an offline recovery key (age1...; repeatable; env RIP_RECIPIENTS, comma-separated).
     /// The key file's first identity is always a recipient as well, so that what is saved stays
     /// readable with --age-key.

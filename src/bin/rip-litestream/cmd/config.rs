@@ -73,12 +73,12 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             strict,
             save,
         } => {
-            let store = save.store(ConfigStore::open(db, key)?);
+            let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
             super::config_edit::edit(&store, &g.scope, &description, strict, &save)
         }
         ConfigCommand::Diff { a, b } => diff(&ConfigStore::open(db, key)?, &g.scope, a, b),
         ConfigCommand::Rekey { new_key } => {
-            let store = ConfigStore::open(db, key)?;
+            let store = ConfigStore::open(db, key)?.encrypt_to(g.recipients());
             let count = store.rekey(&g.scope, &new_key)?;
             say!(
                 "re-encrypted {count} generation(s) of `{}` in {} to the key in {} (ids, dates and descriptions kept; {} is unchanged)",
