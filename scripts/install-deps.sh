@@ -4,9 +4,9 @@
 # .tools/moto, git-ignored; tests/it/s3.rs runs it from there) and prometheus-client's text
 # parser (pip, into .tools/prometheus-client, for tests/it/metrics.rs). For the checks of deploy/
 # (tests/it/deploy), it also tries to install systemd-analyze (package systemd) and strace
-# (apt), and kubernetes-validate (pip, into .tools/kubernetes-validate): those are optional, a
-# failed install is a warning and the checks that need the tool print "SKIPPED". Safe to run
-# again.
+# (apt), and kubernetes-validate (pip, into .tools/kubernetes-validate); for the man page test
+# (tests/it/cli.rs), man-db and groff-base (apt). Those are optional: a failed install is a
+# warning and the checks that need the tool print "SKIPPED". Safe to run again.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 sudo_cmd=""
@@ -17,6 +17,8 @@ command -v sqlite3 >/dev/null || missing+=(sqlite3)
 optional=()
 command -v systemd-analyze >/dev/null || optional+=(systemd)
 command -v strace >/dev/null || optional+=(strace)
+command -v man >/dev/null || optional+=(man-db)
+command -v groff >/dev/null || optional+=(groff-base)
 if [ ${#missing[@]} -gt 0 ] || [ ${#optional[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq >&2 || [ ${#missing[@]} -eq 0 ]
 fi
@@ -25,10 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >&2
 fi
 if [ ${#optional[@]} -gt 0 ]; then
-  echo "installing ${optional[*]} with apt-get (optional: for the checks of deploy/)" >&2
+  echo "installing ${optional[*]} with apt-get (optional: for the checks of deploy/ and the man page)" >&2
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends \
     "${optional[@]}" >&2 ||
-    echo "warning: could not install ${optional[*]}: the deploy checks that need them skip" >&2
+    echo "warning: could not install ${optional[*]}: the checks that need them skip" >&2
 fi
 "$root/scripts/install-litestream.sh"
 

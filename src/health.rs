@@ -1,5 +1,6 @@
 //! Telling the outside world how replication is doing: an HTTP health endpoint (`/healthz`,
-//! `/readyz`, and Prometheus metrics on `/metrics`) and systemd's notification protocol (`READY=1`, `STATUS=`, `STOPPING=1`).
+//! `/readyz`, and Prometheus metrics on `/metrics`) and systemd's notification protocol
+//! (`READY=1`, `STATUS=`, `STOPPING=1`, `WATCHDOG=1`, `EXTEND_TIMEOUT_USEC=`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -191,41 +192,162 @@ pub fn answer(path: &str, status: &Status) -> (u16, String) {
     }
 }
 
+/// How often `EXTEND_TIMEOUT_USEC=` is sent while a restore on boot runs, and by how much each
+/// extends systemd's start timeout (from the moment it arrives).
+const EXTEND_EVERY: Duration = Duration::from_secs(10);
+const EXTEND_BY: Duration = Duration::from_secs(30);
+
 /// Sends systemd notifications while `NOTIFY_SOCKET` is set: `READY=1` the first time litestream
-/// is ready, `STATUS=` on each state change, `STOPPING=1` when a stop begins. Ends with the
-/// status channel.
+/// is ready, `STATUS=` on each state change, `STOPPING=1` when a stop begins;
+/// `EXTEND_TIMEOUT_USEC=` every 10 s while a restore on boot runs (before `READY=1`); and, when
+/// systemd asks for a watchdog (`WATCHDOG_USEC=`, for this pid), `WATCHDOG=1` every half period.
+///
+/// The watchdog says the supervisor is alive: this task pings only while the supervising task
+/// (and, before it, a restore on boot) keeps returning from its polls, as [`beating`] records,
+/// and has not failed or stopped. A supervisor stuck inside a call (a deadlock, a blocking call
+/// that never returns, a loop) stops the pings and systemd restarts it. A litestream crash loop
+/// does not stop them: the supervisor is handling it (restarts with backoff, `--max-restarts`),
+/// and systemd restarting the supervisor would not help. Ends with the status channel.
 pub async fn notify_systemd(mut status: watch::Receiver<Status>) {
     let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
+    let watchdog = watchdog_from_env();
+    beat(); // the process is starting: alive until a supervisor shows otherwise
+    let notify = |msg: &str| {
+        if let Err(e) = send(&socket, msg) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    };
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut ping = tokio::time::interval(watchdog.map_or(far, |p| p / 2));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look = tokio::time::interval(Duration::from_millis(500));
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut extended: Option<tokio::time::Instant> = None;
+    let mut starved = false;
     let mut ready_sent = false;
     let mut last = String::new();
+    let mut state_changed = true;
     loop {
-        let (word, msg) = {
-            let s = status.borrow_and_update();
-            let word = state_word(&s.state);
-            let mut msg = String::new();
-            if s.state == State::Ready && !ready_sent {
-                msg.push_str("READY=1\n");
+        if state_changed {
+            let (word, msg) = {
+                let s = status.borrow_and_update();
+                let word = state_word(&s.state);
+                let mut msg = String::new();
+                if s.state == State::Ready && !ready_sent {
+                    msg.push_str("READY=1\n");
+                }
+                if s.state == State::Stopping {
+                    msg.push_str("STOPPING=1\n");
+                }
+                (word, msg)
+            };
+            if word != last {
+                notify(&format!("{msg}STATUS=litestream {word}\n"));
+                ready_sent |= msg.contains("READY=1");
+                last = word.to_string();
             }
-            if s.state == State::Stopping {
-                msg.push_str("STOPPING=1\n");
-            }
-            (word, msg)
-        };
-        if word != last {
-            let mut full = msg.clone();
-            full.push_str(&format!("STATUS=litestream {word}\n"));
-            if let Err(e) = send(&socket, &full) {
-                tracing::warn!(error = %e, "cannot notify systemd");
-            }
-            ready_sent |= msg.contains("READY=1");
-            last = word.to_string();
         }
-        if status.changed().await.is_err() {
-            return;
+        state_changed = false;
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                state_changed = true;
+            }
+            _ = ping.tick(), if watchdog.is_some() => {
+                let over = matches!(status.borrow().state, State::Stopped | State::Failed { .. });
+                let period = watchdog.unwrap_or_default();
+                let silent = since_last_beat();
+                if !over && silent < period / 2 {
+                    notify("WATCHDOG=1\n");
+                    starved = false;
+                } else if !over && !starved {
+                    starved = true;
+                    tracing::error!(silent_ms = silent.as_millis() as u64, "the supervisor is stuck: no longer feeding systemd's watchdog, which will restart this service");
+                }
+            }
+            _ = look.tick(), if !ready_sent => {
+                let due = extended.is_none_or(|at| at.elapsed() >= EXTEND_EVERY);
+                if crate::restore::restoring_on_boot() && due {
+                    tracing::debug!("restoring on boot: extending systemd's start timeout");
+                    notify(&format!("EXTEND_TIMEOUT_USEC={}\n", EXTEND_BY.as_micros()));
+                    extended = Some(tokio::time::Instant::now());
+                }
+            }
         }
     }
+}
+
+/// The watchdog period systemd asks this process for, if any.
+fn watchdog_from_env() -> Option<Duration> {
+    watchdog_period(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// When a supervising task last returned from a poll: milliseconds since [`EPOCH`]. One per
+/// process: with two daemons in one process, either one beating feeds the watchdog.
+static LAST_BEAT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+fn beat() {
+    LAST_BEAT_MS.fetch_max(now_ms(), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn since_last_beat() -> Duration {
+    Duration::from_millis(
+        now_ms().saturating_sub(LAST_BEAT_MS.load(std::sync::atomic::Ordering::Relaxed)),
+    )
+}
+
+/// `fut`, recording a heartbeat for the systemd watchdog each time a poll of it returns; polled
+/// at least every quarter watchdog period to say so even while it waits. Without a watchdog,
+/// just `fut`. (A spurious poll is harmless: every future must allow it.)
+pub(crate) async fn beating<F: std::future::Future>(fut: F) -> F::Output {
+    match watchdog_from_env() {
+        Some(period) => beating_every(period / 4, fut).await,
+        None => fut.await,
+    }
+}
+
+async fn beating_every<F: std::future::Future>(every: Duration, fut: F) -> F::Output {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        beat();
+        while tick.poll_tick(cx).is_ready() {}
+        Poll::Pending
+    })
+    .await
+}
+
+/// The watchdog period systemd asks for: `WATCHDOG_USEC` microseconds, when `WATCHDOG_PID` is
+/// unset or names this process (`pid`).
+fn watchdog_period(usec: Option<&str>, watchdog_pid: Option<&str>, pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    if let Some(p) = watchdog_pid {
+        if p.trim().parse::<u32>().ok() != Some(pid) {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec))
 }
 
 fn send(socket: &std::ffi::OsStr, msg: &str) -> std::io::Result<()> {
@@ -245,4 +367,54 @@ fn send(socket: &std::ffi::OsStr, msg: &str) -> std::io::Result<()> {
     }
     sock.send_to(msg.as_bytes(), socket)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_supervisor_stuck_in_a_call_stops_the_heartbeat() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let every = Duration::from_millis(20);
+        let fresh = || since_last_beat() < every * 10;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // A task that waits (an hour's sleep): the ticks poll it, it beats.
+        let waiting = tokio::spawn(beating_every(every, async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }));
+        tokio::time::sleep(every * 20).await;
+        while std::time::Instant::now() < deadline && !fresh() {
+            tokio::time::sleep(every).await;
+        }
+        assert!(fresh(), "a waiting task does not beat");
+        waiting.abort();
+        // A task blocked inside its poll: no more beats, until it is released.
+        let release = std::sync::Arc::new(AtomicBool::new(false));
+        let held = release.clone();
+        let blocked = tokio::spawn(beating_every(every, async move {
+            tokio::task::yield_now().await;
+            while !held.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        while std::time::Instant::now() < deadline && fresh() {
+            tokio::time::sleep(every).await;
+        }
+        let stale = !fresh();
+        release.store(true, Ordering::Relaxed);
+        blocked.await.unwrap();
+        assert!(stale, "a blocked task still beats");
+    }
+
+    #[test]
+    fn the_watchdog_is_ours_when_its_pid_is_unset_or_ours() {
+        let p = Some(Duration::from_millis(200));
+        assert_eq!(watchdog_period(Some("200000"), None, 7), p);
+        assert_eq!(watchdog_period(Some("200000"), Some("7"), 7), p);
+        assert_eq!(watchdog_period(Some("200000"), Some("8"), 7), None);
+        assert_eq!(watchdog_period(Some("0"), None, 7), None);
+        assert_eq!(watchdog_period(Some("soon"), None, 7), None);
+        assert_eq!(watchdog_period(None, None, 7), None);
+    }
 }

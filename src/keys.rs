@@ -1,10 +1,11 @@
-//! age key files: reading identities (`age-keygen` format), generating a new one, and the
-//! permission check.
+//! age key files: reading identities (`age-keygen` format, parsed by age's own
+//! [`age::IdentityFile`]), generating a new one, the permission check, and whom saves encrypt to
+//! ([`Recipients`]).
 //!
 //! The key file is read each time it is needed, never cached for the life of the process.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
@@ -28,8 +29,10 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Reads every `AGE-SECRET-KEY-1...` line of `path`; `#` comments and blank lines are
-    /// skipped. Warns (through `tracing`) when the file is readable by group or others.
+    /// Reads the identities of `path` as age itself does ([`age::IdentityFile`]: lines
+    /// `AGE-SECRET-KEY-1...`, blank lines and lines starting with `#` skipped, nothing trimmed),
+    /// so a file `age -d -i` rejects is rejected here too. Warns (through `tracing`) when the
+    /// file is readable by group or others.
     pub fn read(path: &Path) -> Result<Self> {
         let meta = match fs::metadata(path) {
             Ok(m) => m,
@@ -43,30 +46,43 @@ impl KeyRing {
         }
         warn_if_shared(path, meta.permissions().mode());
         let text = Zeroizing::new(fs::read(path).map_err(|e| unreadable(path, e.to_string()))?);
-        let text = std::str::from_utf8(&text).map_err(|_| Error::KeyInvalid {
+        Self::parse(path, &text)
+    }
+
+    /// The identities of a key file's bytes `text` (`path` only names it in errors).
+    fn parse(path: &Path, text: &[u8]) -> Result<Self> {
+        let invalid = |reason: String| Error::KeyInvalid {
             path: path.into(),
-            reason: "is not text".into(),
-        })?;
+            reason,
+        };
+        if std::str::from_utf8(text).is_err() {
+            return Err(invalid("is not text".into()));
+        }
+        // age's own verdict first: what it refuses, we refuse.
+        if let Err(e) = age::IdentityFile::from_buffer(text) {
+            return Err(invalid(why_refused(text, &e.to_string())));
+        }
+        // It accepted X25519 identities only (plugins are not built in): the same lines again,
+        // as values we can name the recipients of. age-rs takes a lower-case key that age (Go,
+        // restinpieces, `age -d`) refuses: refused here, so both sides read the same files.
         let mut identities = Vec::new();
         for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
+            let line = Zeroizing::new(line.map_err(|e| invalid(e.to_string()))?);
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let identity = x25519::Identity::from_str(line).map_err(|_| Error::KeyInvalid {
-                path: path.into(),
-                reason: format!(
-                    "has an unreadable line {} (not an age X25519 identity)",
+            if !line.starts_with("AGE-SECRET-KEY-1") {
+                return Err(invalid(format!(
+                    "has a lower-case key on line {} (age and restinpieces refuse it): write it in upper case, as age-keygen does",
                     n + 1
-                ),
-            })?;
+                )));
+            }
+            let identity = x25519::Identity::from_str(&line)
+                .map_err(|e| invalid(format!("has an unreadable line {}: {e}", n + 1)))?;
             identities.push(identity);
         }
         if identities.is_empty() {
-            return Err(Error::KeyInvalid {
-                path: path.into(),
-                reason: "holds no identity".into(),
-            });
+            return Err(invalid("holds no identity".into()));
         }
         Ok(KeyRing { identities })
     }
@@ -104,13 +120,52 @@ fn unreadable(path: &Path, reason: String) -> Error {
     }
 }
 
+/// What is wrong with a key file age refused, in a line that says what to do. age's message
+/// names the line; the usual mistakes (spaces, a public key, a plugin) are named too.
+fn why_refused(text: &[u8], age_says: &str) -> String {
+    let line_no = age_says
+        .rsplit("line ")
+        .next()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    let Some(n) = line_no else {
+        return format!("is refused by age ({age_says})");
+    };
+    let line = text.lines().nth(n - 1).and_then(|l| l.ok());
+    let line = Zeroizing::new(line.unwrap_or_default());
+    let hint = if line.trim_start().starts_with('#') {
+        "a comment must start with `#` in the first column"
+    } else if line.starts_with("AGE-PLUGIN-") {
+        "age plugin identities are not supported: use an X25519 key from age-keygen"
+    } else if line.starts_with("age1") {
+        "that is a public key (a recipient), not an identity: pass the secret key file"
+    } else if line.trim() != line.as_str() {
+        "spaces before or after the key: remove them"
+    } else {
+        "not an age X25519 identity"
+    };
+    format!("is refused by age on line {n} ({hint})")
+}
+
+/// Group- or world-readable key files: world-readable is said each time the key is read;
+/// readable through its group only (Kubernetes' `fsGroup`, a shared service group) once per
+/// process, at info level after the first warning.
 fn warn_if_shared(path: &Path, mode: u32) {
-    if mode & 0o077 != 0 {
+    static GROUP_SAID: std::sync::Once = std::sync::Once::new();
+    if mode & 0o007 != 0 {
         tracing::warn!(
             path = %path.display(),
             mode = format_args!("{:04o}", mode & 0o7777),
-            "age key file is readable by group or others: restrict it with `chmod 600`"
+            "age key file is readable by every user of this machine: restrict it with `chmod 600` (or 640 for a group)"
         );
+    } else if mode & 0o070 != 0 {
+        GROUP_SAID.call_once(|| {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{:04o}", mode & 0o7777),
+                "age key file is readable by its group: fine for a dedicated group (Kubernetes fsGroup), otherwise `chmod 600`"
+            );
+        });
     }
 }
 
@@ -185,11 +240,60 @@ pub(crate) fn opened_by(content: &[u8], keys: &KeyRing) -> Opened {
     Opened::NotByThisKey
 }
 
-/// Binary (not armored) age ciphertext of `plaintext` to the key ring's first recipient.
-pub(crate) fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
-    let recipient = keys.recipient();
+/// Who a save encrypts new generations to. Always the key file's first identity (so that what
+/// is written can be read back with the same key file, as restinpieces does), plus these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recipients {
+    /// More X25519 recipients (`age1...`): e.g. a recovery key kept offline, or a second host.
+    pub extra: Vec<String>,
+    /// Also every other identity of the key file (a key file holding old and new keys during
+    /// a rotation, readable by the machines that hold either).
+    pub all_identities: bool,
+}
+
+impl Recipients {
+    /// Checks one `age1...` recipient; the error says what an age recipient looks like.
+    pub fn check(text: &str) -> std::result::Result<String, String> {
+        let text = text.trim();
+        if text.starts_with("AGE-SECRET-KEY-") {
+            return Err(
+                "that is a secret key: pass its public key (`age-keygen -y KEYFILE` prints it)"
+                    .into(),
+            );
+        }
+        x25519::Recipient::from_str(text)
+            .map(|r| r.to_string())
+            .map_err(|e| format!("not an age X25519 recipient ({e}): it looks like age1... (`age-keygen -y KEYFILE` prints it)"))
+    }
+
+    /// Each recipient a generation is encrypted to with the key ring `keys`: the first
+    /// identity's, then the other identities' (when asked), then the extra ones; each once.
+    pub fn for_keys(&self, keys: &KeyRing) -> Result<Vec<x25519::Recipient>> {
+        let mut out: Vec<x25519::Recipient> = vec![keys.recipient()];
+        if self.all_identities {
+            out.extend(keys.each()[1..].iter().map(|i| i.to_public()));
+        }
+        for text in &self.extra {
+            out.push(
+                x25519::Recipient::from_str(text)
+                    .map_err(|e| Error::Usage(format!("--recipient {text}: {e}")))?,
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|r| seen.insert(r.to_string()));
+        Ok(out)
+    }
+}
+
+/// Binary (not armored) age ciphertext of `plaintext` to `recipients` of the key ring `keys`.
+pub(crate) fn encrypt(
+    keys: &KeyRing,
+    recipients: &Recipients,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let recipients = recipients.for_keys(keys)?;
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| Error::Usage(format!("cannot encrypt: {e}")))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
     let mut writer = encryptor
@@ -201,6 +305,7 @@ pub(crate) fn encrypt(keys: &KeyRing, plaintext: &[u8]) -> Result<Vec<u8>> {
         .map_err(|e| Error::io("cannot encrypt", "<memory>", e))?;
     Ok(out)
 }
+
 /// Why an age file could not be decrypted.
 pub(crate) enum DecryptFailure {
     /// No identity of the key ring is a recipient.
@@ -231,4 +336,62 @@ pub(crate) fn decrypt(
         .read_to_end(&mut plaintext)
         .map_err(|e| DecryptFailure::Unreadable(format!("decryption failed: {e}")))?;
     Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(n: usize) -> KeyRing {
+        KeyRing::from_identities((0..n).map(|_| x25519::Identity::generate()).collect())
+    }
+
+    #[test]
+    fn saves_go_to_the_first_identity_then_the_others_asked_for_each_once() {
+        let keys = ring(2);
+        let first = keys.recipient().to_string();
+        let second = keys.each()[1].to_public().to_string();
+        let other = x25519::Identity::generate().to_public().to_string();
+        let names = |r: &Recipients| -> Vec<String> {
+            r.for_keys(&keys)
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        assert_eq!(names(&Recipients::default()), vec![first.clone()]);
+        let all = Recipients {
+            extra: vec![other.clone(), first.clone(), other.clone()],
+            all_identities: true,
+        };
+        assert_eq!(names(&all), [first, second, other]);
+    }
+
+    #[test]
+    fn a_recipient_must_be_a_public_key() {
+        let identity = x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        assert_eq!(Recipients::check(&format!(" {public}\n")), Ok(public));
+        use age::secrecy::ExposeSecret;
+        let secret = identity.to_string();
+        assert!(Recipients::check(secret.expose_secret())
+            .unwrap_err()
+            .contains("secret key"));
+        assert!(Recipients::check("age1xyz").is_err());
+    }
+
+    #[test]
+    fn a_lower_case_key_is_refused_as_go_age_refuses_it() {
+        use age::secrecy::ExposeSecret;
+        let secret = x25519::Identity::generate().to_string();
+        let upper = format!("{}\n", secret.expose_secret());
+        let path = Path::new("k");
+        assert!(KeyRing::parse(path, upper.as_bytes()).is_ok());
+        let lower = upper.to_lowercase();
+        let e = KeyRing::parse(path, lower.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upper case") && e.contains("line 1"), "{e}");
+        assert!(!e.contains(&lower.trim()[20..]), "the key in the message");
+    }
 }

@@ -20,7 +20,7 @@
 //! Modules, in the order the data flows (store -> config -> the litestream binary -> the
 //! supervisor -> status and health), then the one-off operations and the host side:
 //! - [`Error`] and its exit classes (`error`), time helpers (`timestamps`);
-//! - [`store`]: the encrypted `app_config` store (save, load, list, rollback); [`keys`]: age key
+//! - [`store`]: the encrypted `app_config` store (save, load, list, rollback, rekey); [`keys`]: age key
 //!   files and the encryption;
 //! - [`config`]: the litestream config: read as litestream reads YAML, every rule, the facts;
 //! - the litestream binary: [`binary`] (finding it, its version, the environment it gets),
@@ -37,7 +37,8 @@
 //!   priority prefixes);
 //! - read replicas ([`follow`]) and `run -- APP` ([`entrypoint`], with [`reaper`] as PID 1);
 //! - one-off operations: [`init`], [`check`] (litestream's own verdict), [`restore`] (and the
-//!   fresh-database guard), [`verify`], [`doctor`], [`pragmas`];
+//!   fresh-database guard), [`verify`], [`doctor`], [`pragmas`], [`diff`] and [`edit`] (the
+//!   config's `diff` and `edit` commands);
 //! - `framework_logs` (feature `cli`): JSON log lines and the SQLite `logs` sink for binaries.
 //!
 //! [litestream]: https://litestream.io
@@ -73,7 +74,7 @@ pub mod reaper;
 
 pub mod ops;
 pub(crate) use ops::content;
-pub use ops::{check, doctor, init, pragmas, restore, running, verify};
+pub use ops::{check, diff, doctor, edit, init, pragmas, restore, running, verify};
 
 #[cfg(feature = "cli")]
 pub mod framework_logs;
@@ -81,7 +82,7 @@ pub mod framework_logs;
 pub use config::{LitestreamConfig, Problem, Strictness};
 pub use error::{Error, Result};
 pub use status::{State, Status};
-pub use store::{ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
+pub use store::{CheckedSave, ConfigStore, Generation, StoredConfig, DEFAULT_SCOPE};
 pub use supervisor::{
     Daemon, FollowSource, Litestream, Options, ReloadHandle, ReloadOutcome, ReloadSource, Role,
     StopHandle,

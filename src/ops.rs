@@ -2,11 +2,14 @@
 //! call: set up ([`init`]), ask litestream about a config ([`check`]), restore and the
 //! fresh-database guard ([`restore`]), prove a backup ([`verify`]), examine a database
 //! ([`doctor`]), connection settings ([`pragmas`]), and find a supervisor running elsewhere
-//! ([`running`]). None of them supervises anything.
+//! ([`running`]), and the config's own tools: [`diff`] two generations, [`edit`] one in the
+//! user's editor. None of them supervises anything.
 
 pub mod check;
 pub(crate) mod content;
+pub mod diff;
 pub mod doctor;
+pub mod edit;
 pub mod init;
 pub mod pragmas;
 pub mod restore;

@@ -31,6 +31,7 @@ impl RuntimeDir {
     pub fn for_db_in(base: &Path, db: &Path) -> Result<Self> {
         let path = Self::path_in(base, db)?;
         ensure_private_dir(path.parent().expect("runtime dir has a parent"))?;
+        crate::ops::edit::sweep_stale(path.parent().expect("runtime dir has a parent"));
         ensure_private_dir(&path)?;
         Ok(RuntimeDir { path })
     }
@@ -227,10 +228,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The private base directory (created 0700 when missing), for the handoffs of one-off
-/// commands.
+/// commands. The decrypted config of a `config edit` whose process was killed is removed from
+/// it here ([`crate::edit::sweep_stale`]).
 pub fn private_base() -> Result<PathBuf> {
     let base = base_dir();
     ensure_private_dir(&base)?;
+    crate::ops::edit::sweep_stale(&base);
     Ok(base)
 }
 

@@ -14,7 +14,10 @@ use zeroize::Zeroizing;
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
 
+mod rekey;
 mod rows;
+
+pub use rekey::CheckedSave;
 
 use rows::{check_format, content_bytes, has_table, Row};
 
@@ -88,6 +91,7 @@ pub struct ConfigStore {
     db: PathBuf,
     key: PathBuf,
     new_key: bool,
+    recipients: crate::keys::Recipients,
 }
 
 impl ConfigStore {
@@ -98,6 +102,7 @@ impl ConfigStore {
             db: db.into(),
             key: key.into(),
             new_key: false,
+            recipients: Default::default(),
         };
         let conn = store.connect_read()?;
         drop(conn);
@@ -114,6 +119,7 @@ impl ConfigStore {
             db,
             key: key.into(),
             new_key: false,
+            recipients: Default::default(),
         })
     }
 
@@ -122,6 +128,13 @@ impl ConfigStore {
     /// needs the new key). Without it they refuse ([`Error::KeyChanged`]).
     pub fn allow_new_key(mut self) -> Self {
         self.new_key = true;
+        self
+    }
+
+    /// Encrypts new generations (saves, rollbacks) to these recipients too, beside the key
+    /// file's first identity.
+    pub fn encrypt_to(mut self, recipients: crate::keys::Recipients) -> Self {
+        self.recipients = recipients;
         self
     }
 
@@ -135,7 +148,8 @@ impl ConfigStore {
         &self.key
     }
 
-    /// Encrypts `plaintext` to the key file's first identity and saves it as the newest
+    /// Encrypts `plaintext` to the key file's first identity (and [`ConfigStore::encrypt_to`]'s
+    /// recipients) and saves it as the newest
     /// generation of `scope`. Returns the new row id. Refuses a key change (the newest
     /// generation encrypted to another recipient) unless [`ConfigStore::allow_new_key`].
     pub fn save(
@@ -148,7 +162,7 @@ impl ConfigStore {
         check_format(format)?;
         let keys = KeyRing::read(&self.key)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = crate::keys::encrypt(&keys, plaintext)?;
+        let content = crate::keys::encrypt(&keys, &self.recipients, plaintext)?;
         self.insert(scope, &content, format, description)
     }
 
@@ -247,7 +261,7 @@ impl ConfigStore {
     }
 
     /// Re-saves generation `generation` of `scope` as the newest, encrypted anew to the key
-    /// file's first identity (after a key rotation the newest row is then readable with the new
+    /// file's first identity and [`ConfigStore::encrypt_to`]'s recipients (after a key rotation the newest row is then readable with the new
     /// key, as restinpieces expects). Returns the new row id.
     pub fn rollback(&self, scope: &str, generation: u32) -> Result<i64> {
         self.rollback_row(scope, generation, None)
@@ -274,7 +288,7 @@ impl ConfigStore {
         let content = self.usable(&row, scope)?;
         let plaintext = self.decrypt(&keys, scope, generation, row.id, content)?;
         self.same_key_as_newest(scope, &keys)?;
-        let content = crate::keys::encrypt(&keys, &plaintext)?;
+        let content = crate::keys::encrypt(&keys, &self.recipients, &plaintext)?;
         let description = format!("rollback to generation {generation} (id {})", row.id);
         self.insert(scope, &content, &row.format, &description)
     }

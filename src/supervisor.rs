@@ -308,14 +308,15 @@ impl Litestream {
         };
         runtime.sweep();
         if !following {
-            crate::restore::prepare_databases(
+            // A restore on boot may take long: the watchdog is fed while it makes its calls.
+            crate::health::beating(crate::restore::prepare_databases(
                 &binary,
                 &self.config,
                 self.options.handoff,
                 runtime.path(),
                 self.options.restore_if_missing,
                 self.options.allow_fresh_db,
-            )
+            ))
             .await?;
         }
         let rendered = self.rendered(following, &runtime);
@@ -346,7 +347,7 @@ impl Litestream {
             lock_warned: Default::default(),
             stop_requested: false,
         };
-        self.task = Some(tokio::spawn(supervisor.run()));
+        self.task = Some(tokio::spawn(crate::health::beating(supervisor.run())));
         self.until_ready().await
     }
 

@@ -31,12 +31,33 @@ pub fn init(
     replica: &str,
     force: bool,
 ) -> Result<InitReport> {
+    init_encrypted_to(
+        db,
+        database,
+        key,
+        scope,
+        replica,
+        force,
+        &Default::default(),
+    )
+}
+
+/// [`init`], the config encrypted to `recipients` too (besides the key's own recipient).
+pub fn init_encrypted_to(
+    db: &Path,
+    database: Option<&Path>,
+    key: &Path,
+    scope: &str,
+    replica: &str,
+    force: bool,
+    recipients: &crate::keys::Recipients,
+) -> Result<InitReport> {
     if replica.contains('@') && replica.contains("://") {
         return Err(Error::Usage(
             "the replica URL holds credentials: they would end up in the shell history; use `config save` with a config file that holds them".into(),
         ));
     }
-    let store = ConfigStore::open_or_create(db, key)?;
+    let store = ConfigStore::open_or_create(db, key)?.encrypt_to(recipients.clone());
     if !force && db.exists() && !store.list(scope)?.is_empty() {
         return Err(Error::Usage(format!(
             "{} already has a config for scope `{scope}`: edit it with `config show` + `config save`, or pass --force to save a new default",

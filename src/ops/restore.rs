@@ -14,6 +14,31 @@ use crate::oneshot;
 /// How long a restore may take before it is abandoned.
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How many restores on boot (`--restore-if-missing`) are running in this process.
+static RESTORING_ON_BOOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// True while a restore on boot runs: systemd is then told to extend its start timeout
+/// ([`crate::health::notify_systemd`]), so a long restore does not hit `TimeoutStartSec=`.
+pub fn restoring_on_boot() -> bool {
+    RESTORING_ON_BOOT.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
+/// Counts one restore on boot for as long as it lives.
+struct RestoringOnBoot;
+
+impl RestoringOnBoot {
+    fn begin() -> Self {
+        RESTORING_ON_BOOT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RestoringOnBoot
+    }
+}
+
+impl Drop for RestoringOnBoot {
+    fn drop(&mut self) {
+        RESTORING_ON_BOOT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// One `litestream restore`.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
@@ -278,7 +303,10 @@ async fn guard_one(
             if_replica_exists: true,
             ..RestoreRequest::default()
         };
-        let done = restore(bin, config, mode, private_parent, &req).await?;
+        let restoring = RestoringOnBoot::begin();
+        let done = restore(bin, config, mode, private_parent, &req).await;
+        drop(restoring);
+        let done = done?;
         if done.restored {
             tracing::info!(db = %db.display(), "restored from the replica");
         } else {

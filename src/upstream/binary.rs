@@ -110,7 +110,12 @@ fn remember_version(path: &Path, version: &str) {
 }
 
 fn version_of(path: &Path) -> Result<String> {
-    let out = Command::new(path).arg("version").output().map_err(|e| {
+    let mut cmd = Command::new(path);
+    cmd.arg("version");
+    for name in withheld_env(false) {
+        cmd.env_remove(name);
+    }
+    let out = cmd.output().map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => "does not exist".to_string(),
             std::io::ErrorKind::PermissionDenied => "is not executable (chmod +x it)".to_string(),
@@ -151,14 +156,17 @@ pub(crate) fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// Environment variables a child must not inherit: this supervisor's own `RIP_*` (they name the
-/// key file), plus, for litestream, `AWS_CA_BUNDLE` (any value makes its S3 client fail to
+/// key file and the recipients), systemd's `NOTIFY_SOCKET` and `WATCHDOG_*` (a child could
+/// otherwise say READY=1 or feed the watchdog on the supervisor's behalf), plus, for litestream, `AWS_CA_BUNDLE` (any value makes its S3 client fail to
 /// initialise, upstream issue #639; said once per process).
 pub(crate) fn withheld_env(for_litestream: bool) -> Vec<std::ffi::OsString> {
     static SAID: std::sync::Once = std::sync::Once::new();
     let mut names = Vec::new();
     for (name, _) in std::env::vars_os() {
         let text = name.to_string_lossy();
-        if text.starts_with("RIP_") {
+        if text.starts_with("RIP_")
+            || matches!(&*text, "NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")
+        {
             names.push(name);
         } else if for_litestream && text == "AWS_CA_BUNDLE" {
             SAID.call_once(|| {

@@ -340,21 +340,27 @@ fn credentials_appear_nowhere_in_a_run_that_fails() {
         "the logs table",
         &String::from_utf8_lossy(&std::fs::read(&logs).unwrap()),
     );
-    let check = env.run(["config", "check"]);
-    assert_no_secret(
-        "config check",
-        &format!("{}{}", check.stdout(), check.stderr()),
-    );
-    let restore = env.run([
-        "restore",
-        "-o",
-        env.path("r.db").to_str().unwrap(),
-        env.db().to_str().unwrap(),
-    ]);
-    assert_no_secret(
-        "restore",
-        &format!("{}{}", restore.stdout(), restore.stderr()),
-    );
+    // The human form and the JSON one (which carries litestream's own output and our errors).
+    for json in [&[][..], &["--json"]] {
+        let check = env.run([&["config", "check"][..], json].concat());
+        assert_no_secret(
+            "config check",
+            &format!("{}{}", check.stdout(), check.stderr()),
+        );
+        let out = env.path("r.db");
+        let restore = env.run(
+            [
+                &["restore", "-o", out.to_str().unwrap()][..],
+                json,
+                &[env.db().to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert_no_secret(
+            "restore",
+            &format!("{}{}", restore.stdout(), restore.stderr()),
+        );
+    }
 }
 
 fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -1,16 +1,21 @@
 //! The integration tests: the real `rip-litestream` binary, the real `litestream` 0.5.17, real
 //! SQLite files and real age keys. `support` holds the shared harness.
 
+mod cli;
+mod cli_json;
 mod config_cli;
+mod config_edit;
 mod corpus;
 mod deploy;
 mod entrypoint;
 mod follow;
 mod fuzz;
+mod keys;
 mod log_formats;
 mod logging;
 mod metrics;
 mod no_row_lost;
+mod notify;
 mod operations;
 mod packaging;
 mod reliability;

@@ -179,7 +179,7 @@ fn verify_is_inconclusive_when_the_replica_cannot_keep_up() {
 fn status_and_healthz_follow_backoff_and_recovery() {
     let env = TestEnv::new();
     save_config(&env, &config_yaml(&env, "", ""));
-    env.run(["status"]).code_is(1);
+    env.run(["status"]).code_is(3);
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut sup = run_bg(&env, &["--health-addr", &addr, "--backoff-initial", "4s"]);
@@ -192,6 +192,7 @@ fn status_and_healthz_follow_backoff_and_recovery() {
     json.success();
     let v: serde_json::Value = serde_json::from_str(json.stdout().trim()).unwrap();
     assert_eq!(v["state"], "ready");
+    assert_eq!((&v["running"], &v["healthy"]), (&true.into(), &true.into()));
     let dbs = v["databases"].as_array().unwrap();
     assert_eq!(dbs.len(), 1);
     assert_eq!(
@@ -220,7 +221,7 @@ fn status_and_healthz_follow_backoff_and_recovery() {
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0));
     env.run(["status"])
-        .code_is(1)
+        .code_is(3)
         .stderr_has("no rip-litestream is running");
 }
 

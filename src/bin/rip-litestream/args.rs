@@ -26,9 +26,23 @@ pub(crate) struct Global {
     /// The SQLite database holding the encrypted config (the app_config table).
     #[arg(long, global = true, env = "RIP_DB")]
     pub(crate) db: Option<PathBuf>,
-    /// The age key file (age-keygen format).
-    #[arg(long, global = true, env = "RIP_AGE_KEY")]
+    /// The age key file (age-keygen format). Else env RIP_AGE_KEY or RIP_AGE_KEY_FILE (the
+    /// same; both set must agree), else $CREDENTIALS_DIRECTORY/age.key when that file exists
+    /// (systemd LoadCredential=/LoadCredentialEncrypted=). Never passed on to litestream or the
+    /// application.
+    #[arg(long, global = true, value_name = "PATH")]
     pub(crate) age_key: Option<PathBuf>,
+    /// Also encrypt what is saved (config save, rollback, edit and rekey, and init) to this age recipient,
+    /// e.g. an offline recovery key (age1...; repeatable; env RIP_RECIPIENTS, comma-separated).
+    /// The key file's first identity is always a recipient as well, so that what is saved stays
+    /// readable with --age-key.
+    #[arg(long = "recipient", global = true, env = "RIP_RECIPIENTS", value_name = "AGE1...",
+          value_delimiter = ',', value_parser = recipient)]
+    pub(crate) recipients: Vec<String>,
+    /// Encrypt what is saved to every identity of the key file, not only its first (e.g. the
+    /// old and the new key during a rotation).
+    #[arg(long, global = true)]
+    pub(crate) encrypt_to_all_identities: bool,
     /// The config scope in app_config.
     #[arg(long, global = true, env = "RIP_SCOPE", default_value = restinpieces_litestream::DEFAULT_SCOPE)]
     pub(crate) scope: String,
@@ -75,8 +89,15 @@ pub(crate) enum Command {
     Restore(RestoreArgs),
     /// Prove the backup restorable and current: ok (0), failed (1) or inconclusive (3).
     Verify(VerifyArgs),
-    /// State of the supervisor running for --db: exit 0 when healthy, 1 otherwise.
+    /// State of the supervisor running for --db (or the follower writing --output).
+    ///
+    /// Exit codes: 0 healthy; 1 running but unhealthy (backoff, a database not synced lately,
+    /// litestream's WAL read lock not held, a rejected config generation, ...); 3 nothing runs
+    /// for it (no supervisor, or no follower with --output). With --json, that last case prints
+    /// {"running": false, ...} naming what was looked for.
     Status {
+        /// Print the status as one JSON object on stdout ("running", "healthy", "reason", the
+        /// supervisor's state and its databases).
         #[arg(long)]
         json: bool,
         /// The status of the follower writing this copy, instead of the supervisor for --db.
@@ -85,12 +106,47 @@ pub(crate) enum Command {
     },
     /// Check a database for replication (WAL mode, other users, litestream state, size).
     Doctor {
-        /// The database to examine.
+        /// The database to examine (opened read-only, nothing is changed).
         #[arg(value_name = "DB_PATH")]
         database: PathBuf,
+        /// Print the findings as one JSON object on stdout: database, checks (name, level,
+        /// message) and verdict. The exit code is the same: 1 when something must change.
+        #[arg(long)]
+        json: bool,
     },
     /// Keep a read-only copy up to date from a replica (supervised `litestream restore -f`).
     Follow(FollowArgs),
+    /// Print a completion script for SHELL on stdout, e.g. `rip-litestream completions bash >
+    /// /etc/bash_completion.d/rip-litestream`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. `rip-litestream man | man -l -`; with
+    /// --output, write one page per command into DIR instead.
+    Man {
+        /// Write rip-litestream.1 and a page per subcommand (rip-litestream-config-save.1, ...)
+        /// into this directory (created when missing).
+        #[arg(long, short, value_name = "DIR")]
+        output: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// Whether the command was asked for JSON on stdout (`--json`): then an error that ends it
+    /// is printed there as JSON too.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            Command::Status { json, .. } | Command::Doctor { json, .. } => *json,
+            Command::Restore(args) => args.json,
+            Command::Verify(args) => args.json,
+            Command::Config(ConfigCommand::Check { json, .. } | ConfigCommand::List { json }) => {
+                *json
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -145,8 +201,13 @@ pub(crate) struct RestoreArgs {
     /// Overwrite an existing output.
     #[arg(long)]
     pub(crate) force: bool,
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
     #[arg(long)]
     pub(crate) litestream: Option<PathBuf>,
+    /// Print one JSON object on stdout at the end: database, output, restored (with the reason
+    /// when nothing was), txid, size and duration.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// The database, as named in the config (the config store is `--db`).
     #[arg(value_name = "DB_PATH")]
     pub(crate) database: PathBuf,
@@ -157,8 +218,10 @@ pub(crate) struct VerifyArgs {
     /// How long the replica may take to catch up before the verdict is inconclusive.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub(crate) timeout: Duration,
+    /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub(crate) json: bool,
+    /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
     #[arg(long)]
     pub(crate) litestream: Option<PathBuf>,
     /// The database (default: the config's only one; the config store is `--db`).
@@ -224,10 +287,12 @@ pub(crate) struct RunArgs {
 pub(crate) enum ConfigCommand {
     /// Validate FILE ('-' for stdin), encrypt it and save it as the newest generation.
     Save {
+        /// The litestream.yml to save ('-' reads it from stdin).
         file: PathBuf,
         /// yml or yaml (default: from the file name, else yml).
         #[arg(long)]
         format: Option<String>,
+        /// A note stored with the generation, shown by `config list`.
         #[arg(long, default_value = "")]
         description: String,
         /// Unknown keys are errors, not warnings.
@@ -238,6 +303,7 @@ pub(crate) enum ConfigCommand {
     },
     /// Print a generation's decrypted YAML on stdout.
     Show {
+        /// Which generation: 0 is the newest, 1 the one before, ...
         #[arg(long, short, default_value_t = 0)]
         generation: u32,
     },
@@ -249,6 +315,7 @@ pub(crate) enum ConfigCommand {
     },
     /// Validate a generation, and ask the real litestream's parser too when it is found.
     Check {
+        /// Which generation: 0 is the newest, 1 the one before, ...
         #[arg(long, short, default_value_t = 0)]
         generation: u32,
         /// Unknown keys are errors, not warnings.
@@ -257,12 +324,47 @@ pub(crate) enum ConfigCommand {
         /// The litestream binary (default: LITESTREAM_BIN, PATH, then .tools/).
         #[arg(long)]
         litestream: Option<PathBuf>,
+        /// Print the verdict as one JSON object on stdout: generation, id, valid, warnings,
+        /// errors, litestream (accepted, rejected, not found or unusable).
+        #[arg(long)]
+        json: bool,
     },
     /// Save generation N again as the newest.
     Rollback {
+        /// The generation to save again (0 is the newest, 1 the one before, ...; see `config list`).
         generation: u32,
         #[command(flatten)]
         save: SaveArgs,
+    },
+    /// Edit the newest generation in $VISUAL, else $EDITOR, else vi (decrypted into a private
+    /// file, removed afterwards) and save it as a new generation once it validates.
+    Edit {
+        /// Saved with the new generation.
+        #[arg(long, default_value = "edited")]
+        description: String,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        save: SaveArgs,
+    },
+    /// Show how generation A became generation B (default: 1 and 0, the previous and the
+    /// newest), secrets masked. Exit 0 when equal, 1 when they differ.
+    Diff {
+        /// The generation diffed from (as `config show -g A`).
+        #[arg(default_value_t = 1)]
+        a: u32,
+        /// The generation diffed to.
+        #[arg(default_value_t = 0)]
+        b: u32,
+    },
+    /// Re-encrypt every generation of the scope to the key in FILE, in one transaction (then
+    /// pass FILE as --age-key everywhere).
+    Rekey {
+        /// The new key file (`rip-litestream keygen --output FILE` or age-keygen); neither it nor
+        /// --age-key is written.
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
     },
 }
 
@@ -282,11 +384,59 @@ pub(crate) struct SaveArgs {
     pub(crate) litestream: Option<PathBuf>,
 }
 
+impl Global {
+    /// Who saves encrypt to, besides the key file's first identity.
+    pub(crate) fn recipients(&self) -> restinpieces_litestream::keys::Recipients {
+        restinpieces_litestream::keys::Recipients {
+            extra: self
+                .recipients
+                .iter()
+                .filter(|r| !r.is_empty())
+                .cloned()
+                .collect(),
+            all_identities: self.encrypt_to_all_identities,
+        }
+    }
+
+    /// Fills in --age-key from the environment when it was not given: RIP_AGE_KEY or its alias
+    /// RIP_AGE_KEY_FILE (both set and different is bad input), else a systemd credential
+    /// `$CREDENTIALS_DIRECTORY/age.key` that exists.
+    pub(crate) fn resolve_key(&mut self) -> Result<(), Error> {
+        if self.age_key.is_some() {
+            return Ok(());
+        }
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        self.age_key = match (var("RIP_AGE_KEY"), var("RIP_AGE_KEY_FILE")) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(Error::Usage(format!(
+                    "RIP_AGE_KEY ({}) and RIP_AGE_KEY_FILE ({}) name different key files: set only one of them",
+                    Path::new(&a).display(),
+                    Path::new(&b).display()
+                )))
+            }
+            (Some(a), _) | (None, Some(a)) => Some(PathBuf::from(a)),
+            (None, None) => var("CREDENTIALS_DIRECTORY")
+                .map(|dir| Path::new(&dir).join("age.key"))
+                .filter(|p| p.exists()),
+        };
+        Ok(())
+    }
+}
+
+/// An `age1...` recipient given with --recipient; an empty one (`RIP_RECIPIENTS=`, a trailing
+/// comma) is no recipient.
+fn recipient(text: &str) -> std::result::Result<String, String> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    restinpieces_litestream::keys::Recipients::check(text)
+}
+
 pub(crate) fn need<'a>(value: &'a Option<PathBuf>, what: &str) -> Result<&'a Path, Error> {
     value.as_deref().ok_or_else(|| {
         Error::Usage(match what {
             "db" => "no database given: pass --db PATH (or set RIP_DB)".into(),
-            _ => "no age key given: pass --age-key PATH (or set RIP_AGE_KEY); create one with `rip-litestream keygen --output age.key`".into(),
+            _ => "no age key given: pass --age-key PATH (or set RIP_AGE_KEY or RIP_AGE_KEY_FILE, or give systemd a credential named age.key: LoadCredential=age.key:PATH); create one with `rip-litestream keygen --output age.key`".into(),
         })
     })
 }

@@ -1,5 +1,10 @@
 //! `rip-litestream`: parses arguments, installs the log subscriber, calls the library and maps
 //! the result to an exit code (0 success, 1 runtime failure, 2 bad input).
+//!
+//! A command given `--json` keeps stdout for JSON alone: when an error ends it, stdout gets
+//! `{"error": "...", "exit_code": N}` (and stderr the usual `error: ...` line). Mistakes clap
+//! finds while parsing (an unknown flag, a missing argument) come before any command runs: they
+//! print clap's usage on stderr only, exit 2.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,7 +33,14 @@ fn main() -> ExitCode {
     // Unix tool does: SIGPIPE keeps its default action. The daemons (`run`, `follow`) ignore it,
     // so a closed log pipe never takes down a supervisor and its litestream.
     set_sigpipe(nix::sys::signal::SigHandler::SigDfl);
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            cmd::about::print_version();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     if matches!(cli.command, Command::Run(_) | Command::Follow(_)) {
         set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
     }
@@ -47,10 +59,17 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    let json = cli.command.json();
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            report(&e, &stderr);
+            let line = report(&e, &stderr);
+            if json {
+                cmd::print_json(&serde_json::json!({
+                    "error": line,
+                    "exit_code": e.exit_code(),
+                }));
+            }
             e.exit_code() as u8
         }
     };
@@ -69,8 +88,8 @@ fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
 /// Prints the error and its sources once, as `error: outer: inner` (`<3>error: ...` when stderr
 /// is the journal), and logs it as an ERROR event (target [`framework_logs::FATAL_TARGET`]) for
 /// the JSON and database sinks. With `--log-format json` stderr stays all JSON: the event is the
-/// only line (written directly when no subscriber takes it).
-fn report(e: &Error, stderr: &framework_logs::QueuedStderr) {
+/// only line (written directly when no subscriber takes it). Returns the chain (without `error: `).
+fn report(e: &Error, stderr: &framework_logs::QueuedStderr) -> String {
     use framework_logs::FATAL_TARGET;
     let mut line = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -101,10 +120,12 @@ fn report(e: &Error, stderr: &framework_logs::QueuedStderr) {
         Style::Journald => say!("<3>error: {line}"),
         Style::Text => say!("error: {line}"),
     }
+    line
 }
 
 /// Calls the command.
-fn run(cli: Cli) -> Result<u8, Error> {
+fn run(mut cli: Cli) -> Result<u8, Error> {
+    cli.global.resolve_key()?;
     let g = &cli.global;
     match cli.command {
         Command::Keygen { output } => cmd::keys::keygen(g, output.as_deref()),
@@ -119,6 +140,8 @@ fn run(cli: Cli) -> Result<u8, Error> {
         Command::Verify(args) => cmd::verify::verify_command(g, args),
         Command::Status { json, output } => cmd::status::status_command(g, json, output.as_deref()),
         Command::Follow(args) => cmd::follow::follow_command(g, args),
-        Command::Doctor { database } => cmd::doctor::doctor_command(&database),
+        Command::Doctor { database, json } => cmd::doctor::doctor_command(&database, json),
+        Command::Completions { shell } => cmd::about::completions(shell),
+        Command::Man { output } => cmd::about::man(output.as_deref()),
     }
 }

@@ -71,8 +71,15 @@ fn systemd_unit_verifies_and_gives_restore_and_final_sync_their_time() {
     assert!(text
         .lines()
         .any(|l| l.starts_with("#LoadCredentialEncrypted=age.key:")));
+    // Found as $CREDENTIALS_DIRECTORY/age.key: no variable names it.
     let env = values(&text, "Environment");
-    assert!(env.contains(&"RIP_AGE_KEY=%d/age.key"), "{env:?}");
+    assert!(!env.iter().any(|e| e.starts_with("RIP_AGE_KEY")), "{env:?}");
+    // The watchdog, fed every half period.
+    let watchdog = humantime::parse_duration(one(&text, "WatchdogSec")).unwrap();
+    assert!(
+        watchdog >= Duration::from_secs(10),
+        "WatchdogSec={watchdog:?}"
+    );
     // The runtime directory systemd makes is the one rip-litestream uses.
     let runtime = one(&text, "RuntimeDirectory");
     assert!(env.contains(&format!("RIP_RUNTIME_DIR=%t/{runtime}").as_str()));

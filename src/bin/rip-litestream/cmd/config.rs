@@ -1,13 +1,14 @@
-//! `config save|show|list|check|rollback`.
+//! `config save|show|list|check|rollback|diff|rekey` (`edit` in `config_edit`).
 
 use std::io::{Read, Write};
 use std::path::Path;
 
 use restinpieces_litestream::{
-    binary, check, runtime, ConfigStore, Error, LitestreamConfig, Strictness,
+    binary, check, runtime, ConfigStore, Error, LitestreamConfig, Problem, Strictness,
 };
 
 use crate::args::{need, strictness, ConfigCommand, Global, SaveArgs};
+use crate::cmd::print_json;
 use crate::daemon::block_on;
 
 pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error> {
@@ -29,7 +30,8 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 });
             let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
             config.log_warnings();
-            let store = save.store(ConfigStore::open_or_create(db, key)?);
+            let store =
+                save.store(ConfigStore::open_or_create(db, key)?.encrypt_to(g.recipients()));
             save.litestream_accepts(&bytes)?;
             let id = store.save(&g.scope, &bytes, &format, &description)?;
             say_saved(&store, &g.scope, id, "saved")
@@ -47,12 +49,14 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
             generation,
             strict,
             litestream,
+            json,
         } => {
             let store = ConfigStore::open(db, key)?;
-            check_generation(&store, &g.scope, generation, strict, litestream.as_deref())
+            let bin = litestream.as_deref();
+            check_generation(&store, &g.scope, generation, strict, bin, json)
         }
         ConfigCommand::Rollback { generation, save } => {
-            let store = save.store(ConfigStore::open(db, key)?);
+            let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
             let stored = store.load(&g.scope, generation)?;
             LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
             save.litestream_accepts(&stored.plaintext)?;
@@ -64,7 +68,63 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 &format!("generation {generation} saved again"),
             )
         }
+        ConfigCommand::Edit {
+            description,
+            strict,
+            save,
+        } => {
+            let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
+            super::config_edit::edit(&store, &g.scope, &description, strict, &save)
+        }
+        ConfigCommand::Diff { a, b } => diff(&ConfigStore::open(db, key)?, &g.scope, a, b),
+        ConfigCommand::Rekey { new_key } => {
+            let store = ConfigStore::open(db, key)?.encrypt_to(g.recipients());
+            let count = store.rekey(&g.scope, &new_key)?;
+            say!(
+                "re-encrypted {count} generation(s) of `{}` in {} to the key in {} (ids, dates and descriptions kept; {} is unchanged)",
+                g.scope,
+                store.db_path().display(),
+                new_key.display(),
+                key.display()
+            );
+            say!(
+                "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                new_key.display(),
+                key.display()
+            );
+            Ok(0)
+        }
     }
+}
+
+/// `config diff A B`: a unified diff of generation A to B, secrets masked; 0 equal, 1 not.
+fn diff(store: &ConfigStore, scope: &str, a: u32, b: u32) -> Result<u8, Error> {
+    let (old, new) = (store.load(scope, a)?, store.load(scope, b)?);
+    let label = |s: &restinpieces_litestream::StoredConfig| {
+        format!(
+            "generation {} (id {}, {})",
+            s.generation, s.id, s.created_at
+        )
+    };
+    let text = |s: &restinpieces_litestream::StoredConfig| {
+        zeroize::Zeroizing::new(String::from_utf8_lossy(&s.plaintext).into_owned())
+    };
+    let (old_text, new_text) = (text(&old), text(&new));
+    let Some(out) = restinpieces_litestream::diff::masked_diff(
+        &old_text,
+        &new_text,
+        &label(&old),
+        &label(&new),
+    ) else {
+        say!("generations {a} and {b} of `{scope}` are the same config");
+        return Ok(0);
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+        .map_err(|e| Error::io("cannot write", "stdout", e))?;
+    Ok(1)
 }
 
 /// `config list`: a line (or a JSON object) per generation, newest first.
@@ -98,45 +158,84 @@ fn list(store: &ConfigStore, scope: &str, json: bool) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// `config check`: our verdict, then litestream's own parser when it is found.
+/// `config check`: our verdict, then litestream's own parser when it is found; exit 2 when
+/// either rejects the generation. With `json`, the verdict is one JSON object on stdout.
 fn check_generation(
     store: &ConfigStore,
     scope: &str,
     generation: u32,
     strict: bool,
     litestream: Option<&Path>,
+    json: bool,
 ) -> Result<u8, Error> {
     let stored = store.load(scope, generation)?;
-    let mut ok = true;
-    match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
+    let (mut warnings, mut errors) = (Vec::new(), Vec::new());
+    let ours = match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
         Ok(config) => {
             config.log_warnings();
-            println!(
-                "rip-litestream: valid ({} warning(s))",
-                config.warnings().len()
-            );
+            warnings.extend(config.warnings().iter().cloned());
+            format!("valid ({} warning(s))", warnings.len())
         }
         Err(e) => {
-            ok = false;
-            println!("rip-litestream: {e}");
+            match &e {
+                Error::InvalidConfig(problems) => errors.clone_from(problems),
+                _ => errors.push(Problem {
+                    key: "(root)".into(),
+                    message: e.to_string(),
+                }),
+            }
+            e.to_string()
         }
+    };
+    let mut ok = errors.is_empty();
+    if !json {
+        println!("rip-litestream: {ours}");
     }
-    match binary::find(litestream) {
+    let mut verdict = serde_json::json!({
+        "scope": scope,
+        "generation": generation,
+        "id": stored.id,
+    });
+    match binary::locate(litestream).and_then(|path| binary::find(Some(&path))) {
         Ok(bin) => {
             let base = runtime::private_base()?;
-            let verdict = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
-            ok &= verdict.accepted;
-            let word = if verdict.accepted {
+            let answer = block_on(check::ask_litestream(&bin, &stored.plaintext, &base))?;
+            ok &= answer.accepted;
+            let word = if answer.accepted {
                 "accepted"
             } else {
                 "rejected"
             };
-            println!("litestream {}: {word}", bin.version);
-            for line in verdict.output.lines() {
-                println!("  {line}");
+            if !json {
+                println!("litestream {}: {word}", bin.version);
+                for line in answer.output.lines() {
+                    println!("  {line}");
+                }
             }
+            verdict["litestream"] = word.into();
+            verdict["litestream_version"] = bin.version.into();
+            verdict["litestream_output"] = answer.output.trim().into();
         }
-        Err(e) => println!("litestream: not asked ({e})"),
+        Err(e) => {
+            if !json {
+                println!("litestream: not asked ({e})");
+            }
+            let found = binary::locate(litestream).is_ok();
+            verdict["litestream"] = if found { "unusable" } else { "not found" }.into();
+            verdict["litestream_error"] = e.to_string().into();
+        }
+    }
+    if json {
+        let list = |problems: &[Problem]| -> Vec<serde_json::Value> {
+            problems
+                .iter()
+                .map(|p| serde_json::json!({"key": p.key, "message": p.message}))
+                .collect()
+        };
+        verdict["valid"] = ok.into();
+        verdict["warnings"] = list(&warnings).into();
+        verdict["errors"] = list(&errors).into();
+        print_json(&verdict);
     }
     if ok {
         Ok(0)
@@ -158,26 +257,51 @@ impl SaveArgs {
     /// Asks the real litestream (`databases -no-expand-env`) whether it accepts `yaml`; its
     /// refusal is ours (exit 2), so no generation it rejects reaches a running supervisor.
     fn litestream_accepts(&self, yaml: &[u8]) -> Result<(), Error> {
+        let Some(bin) = self.checker()? else {
+            return Ok(());
+        };
+        match block_on(litestream_refusal(&bin, yaml))? {
+            None => Ok(()),
+            Some(refusal) => Err(Error::Usage(format!(
+                "{refusal}\nfix it and save again (or --no-check to save anyway)"
+            ))),
+        }
+    }
+
+    /// The litestream to ask, or `None` with --no-check (warned about).
+    pub(crate) fn checker(&self) -> Result<Option<binary::LitestreamBinary>, Error> {
         if self.no_check {
             tracing::warn!("saving without asking litestream (--no-check): a running supervisor keeps its litestream if litestream rejects this generation");
-            return Ok(());
+            return Ok(None);
         }
-        let bin = binary::find(self.litestream.as_deref()).map_err(|e| {
+        binary::find(self.litestream.as_deref()).map(Some).map_err(|e| {
             Error::Usage(format!(
                 "cannot ask litestream whether it accepts this config ({e}); pass --litestream PATH, or --no-check to save without asking"
             ))
-        })?;
-        let base = runtime::private_base()?;
-        let verdict = block_on(check::ask_litestream(&bin, yaml, &base))?;
-        if verdict.accepted {
-            return Ok(());
-        }
-        Err(Error::Usage(format!(
-            "litestream {} rejects this config, so it was not saved:\n  {}\nfix it and save again (or --no-check to save anyway)",
-            bin.version,
-            verdict.output.trim().lines().collect::<Vec<_>>().join("\n  ")
-        )))
+        })
     }
+}
+
+/// What litestream says against `yaml` (`None`: it accepts it).
+pub(crate) async fn litestream_refusal(
+    bin: &binary::LitestreamBinary,
+    yaml: &[u8],
+) -> Result<Option<String>, Error> {
+    let base = runtime::private_base()?;
+    let verdict = check::ask_litestream(bin, yaml, &base).await?;
+    if verdict.accepted {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "litestream {} rejects this config, so it was not saved:\n  {}",
+        bin.version,
+        verdict
+            .output
+            .trim()
+            .lines()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    )))
 }
 
 /// Says where the new row landed; warns when rows dated after it still come first.

@@ -26,7 +26,15 @@ pub(crate) fn init(
 ) -> Result<u8, Error> {
     let db = need(&g.db, "db")?;
     let key = need(&g.age_key, "key")?;
-    let report = init::init(db, database.as_deref(), key, &g.scope, replica, force)?;
+    let report = init::init_encrypted_to(
+        db,
+        database.as_deref(),
+        key,
+        &g.scope,
+        replica,
+        force,
+        &g.recipients(),
+    )?;
     if report.key_created {
         say!(
             "created age key {} (mode 0600): keep it secret and backed up apart from the database",

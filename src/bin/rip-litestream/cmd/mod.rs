@@ -1,7 +1,9 @@
 //! One module per command, and what several of them share: the stored config, the database a
 //! command acts on, a running supervisor's control socket.
 
+pub(crate) mod about;
 pub(crate) mod config;
+pub(crate) mod config_edit;
 pub(crate) mod doctor;
 pub(crate) mod follow;
 pub(crate) mod keys;
@@ -20,4 +22,12 @@ pub(crate) fn load_config(g: &Global) -> Result<(LitestreamConfig, i64), Error> 
     let (config, id) = store.load_config(&g.scope, 0)?;
     config.log_warnings();
     Ok((config, id))
+}
+
+/// Prints `value` as one line of JSON on stdout (the whole output of a command given `--json`).
+pub(crate) fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("plain values serialise")
+    );
 }

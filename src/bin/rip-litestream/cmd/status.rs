@@ -1,4 +1,5 @@
-//! `status`: the running supervisor's (or follower's) state and health.
+//! `status`: the running supervisor's (or follower's) state and health. Exit 0 healthy, 1
+//! unhealthy, 3 when nothing runs for the store (or the follower's output) asked about.
 
 use std::path::Path;
 
@@ -6,29 +7,43 @@ use restinpieces_litestream::status::state_word;
 use restinpieces_litestream::{running, runtime, Error};
 
 use crate::args::{need, Global};
+use crate::cmd::print_json;
+
+/// The exit code when no supervisor (or follower) runs: neither healthy nor a failure of one.
+pub(crate) const NOT_RUNNING: u8 = 3;
 
 pub(crate) fn status_command(g: &Global, json: bool, output: Option<&Path>) -> Result<u8, Error> {
-    let store = match output {
-        Some(o) => o,
-        None => need(&g.db, "db")?,
+    let (store, what) = match output {
+        Some(o) => (o, "output"),
+        None => (need(&g.db, "db")?, "db"),
     };
     let Some(status) = running::status(store)? else {
+        let runtime_dir = runtime::RuntimeDir::path_for(store)?;
         say!(
             "no rip-litestream is running for {} (nothing holds its lock in {})",
             store.display(),
-            runtime::RuntimeDir::path_for(store)?.display()
+            runtime_dir.display()
         );
-        return Ok(1);
+        if json {
+            print_json(&serde_json::json!({
+                "running": false,
+                "healthy": false,
+                what: store,
+                "runtime_dir": runtime_dir,
+            }));
+        }
+        return Ok(NOT_RUNNING);
     };
     let now = std::time::SystemTime::now();
     let health = status.health(now);
     if json {
         let mut v = serde_json::to_value(&status).expect("status serialises");
+        v["running"] = true.into();
         v["healthy"] = health.is_ok().into();
         if let Err(why) = &health {
             v["reason"] = why.clone().into();
         }
-        println!("{v}");
+        print_json(&v);
     } else {
         let pid = status.pid.map(|p| format!("pid {p}, ")).unwrap_or_default();
         println!(
