@@ -181,9 +181,23 @@ fn metrics_parse_and_follow_replication_the_lock_and_restarts() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    let synced = value(&s, "rip_litestream_db_last_sync_timestamp_seconds", &dbl).unwrap();
+    let mut synced = 0.0;
+    wait_for("a last sync in /metrics", LONG, || {
+        let s = scrape(port);
+        value(&s, "rip_litestream_db_last_sync_timestamp_seconds", &dbl)
+            .map(|t| synced = t)
+            .is_some()
+    });
     assert!((now - synced).abs() < 60.0, "{synced} vs {now}");
-    assert!(value(&s, "rip_litestream_db_last_sync_age_seconds", &dbl).unwrap() < 60.0);
+    assert!(
+        value(
+            &scrape(port),
+            "rip_litestream_db_last_sync_age_seconds",
+            &dbl
+        )
+        .unwrap()
+            < 60.0
+    );
     wait_for("the WAL read lock metric at 1", LONG, || {
         value(&scrape(port), "rip_litestream_db_wal_read_lock", &dbl) == Some(1.0)
     });
