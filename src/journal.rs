@@ -25,7 +25,7 @@ pub fn stderr_is_journal() -> bool {
     };
     // dev_t and ino_t are u64 on Linux, other widths elsewhere.
     #[allow(clippy::unnecessary_cast)]
-    match nix::sys::stat::fstat(2) {
+    match nix::sys::stat::fstat(std::io::stderr()) {
         Ok(st) => journal_matches(&var.to_string_lossy(), st.st_dev as u64, st.st_ino as u64),
         Err(_) => false,
     }

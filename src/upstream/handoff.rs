@@ -79,8 +79,8 @@ impl Handoff {
 
     #[cfg(target_os = "linux")]
     fn memfd(yaml: &[u8]) -> Result<Self> {
-        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
-        let fd = memfd_create(c"rip-litestream-config", MemFdCreateFlag::MFD_CLOEXEC)
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let fd = memfd_create(c"rip-litestream-config", MFdFlags::MFD_CLOEXEC)
             .map_err(|e| Error::io("cannot create memfd", "<memfd>", e.into()))?;
         let mut file = fs::File::from(fd);
         file.write_all(yaml)

@@ -35,6 +35,11 @@ pub fn assert_slog_shape(line: &str) {
         "{line}"
     );
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    // litestream's own fields are passed on as it wrote them: slog writes a group of attributes
+    // as a nested object, so only our events must be flat.
+    if v["target"] == "litestream" {
+        return;
+    }
     for (k, v) in v.as_object().unwrap() {
         assert!(!v.is_object() && !v.is_array(), "{k} is nested in {line}");
     }

@@ -375,3 +375,73 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_bad_rust_log_or_log_level_is_refused_with_exit_2_and_nothing_saved_or_started() {
+    let env = TestEnv::new();
+    env.init();
+    let yaml = config_yaml(&env, "", "");
+    std::fs::write(env.path("new.yml"), &yaml).unwrap();
+    let generations = || {
+        env.run(["config", "list"])
+            .success()
+            .stdout()
+            .lines()
+            .count()
+    };
+    let before = generations();
+    for (rust_log, level, says) in [
+        (
+            Some("info,restinpieces_litestream=loud"),
+            "info",
+            "RUST_LOG",
+        ),
+        (Some("a=b=c"), "info", "too many '='"),
+        (None, "verbose", "\"verbose\" is not a level"),
+        (None, "warning", "--log-level"),
+        (None, ",", "names no level"),
+    ] {
+        let save = |args: &[&str]| {
+            let mut cmd = env.cmd(["--log-level", level]);
+            cmd.args(args);
+            if let Some(v) = rust_log {
+                cmd.env("RUST_LOG", v);
+            }
+            crate::support::run_cmd(cmd)
+        };
+        save(&["config", "save", env.path("new.yml").to_str().unwrap()])
+            .code_is(2)
+            .stderr_has(says);
+        save(&["run"]).code_is(2).stderr_has("a level");
+    }
+    assert_eq!(generations(), before, "nothing saved");
+    assert!(!replica_has_data(&env.path("replica")), "nothing started");
+}
+
+#[test]
+fn rust_log_directives_filter_by_target_and_an_empty_one_falls_back_to_log_level() {
+    let env = TestEnv::new();
+    env.init();
+    // A failing command logs its error at debug under the binary's target.
+    let failing = |rust_log: Option<&str>, level: &str| {
+        let mut cmd = env.cmd(["--log-level", level, "--scope", "nowhere", "config", "show"]);
+        if let Some(v) = rust_log {
+            cmd.env("RUST_LOG", v);
+        }
+        let r = crate::support::run_cmd(cmd);
+        assert_ne!(r.code(), 0, "{}", r.stderr());
+        r.stderr().contains("command failed")
+    };
+    assert!(!failing(None, "info"));
+    assert!(failing(None, "debug"));
+    assert!(failing(Some("warn,rip_litestream=debug"), "info"));
+    assert!(!failing(Some("debug,rip_litestream=info"), "debug"));
+    assert!(
+        failing(Some("debug,"), "info"),
+        "a trailing comma is ignored"
+    );
+    assert!(
+        failing(Some("  "), "debug"),
+        "an empty RUST_LOG leaves --log-level"
+    );
+}

@@ -8,10 +8,19 @@ use restinpieces_litestream::{Error, Litestream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-/// The runtime `run` and `follow` supervise on.
+/// The runtime `run` and `follow` supervise on: one worker (the supervisor's tasks mostly wait;
+/// SQLite and file work goes to the blocking pool), glibc's allocator capped at two arenas.
+/// Both are for the idle daemon's memory (BENCHMARKS.md, "Footprint").
 pub(crate) fn daemon_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    // Each thread that allocates would otherwise get an arena of its own (up to 8 per core),
+    // every one holding pages of its own.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is thread-safe and only sets an allocator parameter.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", "tokio", e))

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            tracing::debug!(error = %e, "command failed");
             let line = report(&e, &stderr);
             if json {
                 cmd::print_json(&serde_json::json!({
