@@ -25,6 +25,7 @@ mod args;
 mod cmd;
 mod daemon;
 mod logging;
+mod trim;
 
 use args::{Cli, Command};
 

@@ -73,6 +73,7 @@ pub(crate) fn run_command(g: &Global, args: RunArgs) -> Result<u8, Error> {
             None => None,
         };
         tokio::spawn(health::notify_systemd(daemon.status()));
+        tokio::spawn(crate::trim::after_ready(daemon.status()));
         if reap {
             let (chld_tx, chld_rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
