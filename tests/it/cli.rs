@@ -145,7 +145,9 @@ fn bash_completion_is_valid_bash_and_completes_the_subcommands() {
     };
     assert_eq!(complete("rip-litestream co"), ["completions", "config"]);
     let config = complete("rip-litestream config ''");
-    for sub in ["save", "show", "list", "check", "rollback", "edit", "diff", "rekey"] {
+    for sub in [
+        "save", "show", "list", "check", "rollback", "edit", "diff", "rekey",
+    ] {
         assert!(config.contains(&sub.to_string()), "{sub} not in {config:?}");
     }
     assert!(complete("rip-litestream status --j").contains(&"--json".to_string()));
@@ -237,7 +239,9 @@ fn man_output_writes_a_page_per_command_and_touches_nothing_else() {
     assert!(r.stdout().is_empty(), "{}", r.stdout());
     let mut pages = vec!["rip-litestream".to_string()];
     pages.extend(SUBCOMMANDS.iter().map(|n| format!("rip-litestream-{n}")));
-    for sub in ["save", "show", "list", "check", "rollback", "edit", "diff", "rekey"] {
+    for sub in [
+        "save", "show", "list", "check", "rollback", "edit", "diff", "rekey",
+    ] {
         pages.push(format!("rip-litestream-config-{sub}"));
     }
     for name in &pages {
