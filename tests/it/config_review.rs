@@ -4,7 +4,6 @@
 //! a locked store, a writer beside it and a SIGKILL inside its transaction.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::replication::config_yaml;
 use crate::support::TestEnv;
@@ -73,4 +72,106 @@ fn a_diff_of_generations_that_do_not_exist_is_bad_input() {
     ] {
         env.run(["config", "diff", a, b]).code_is(2).stderr_has(why);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// edit
+
+/// `rip-litestream config edit --no-check` with `$EDITOR` = `sh SCRIPT` and the runtime base
+/// in `base`.
+fn edit_with(env: &TestEnv, base: &Path, body: &str) -> crate::support::Run {
+    let script = env.path("editor.sh");
+    std::fs::write(&script, format!("D={}\n{body}\n", s(env.dir.path()))).unwrap();
+    let mut cmd = env.cmd(["config", "edit", "--no-check"]);
+    cmd.env_remove("VISUAL")
+        .env("EDITOR", format!("sh {}", s(&script)))
+        .env("RIP_RUNTIME_DIR", base);
+    crate::support::run_cmd(cmd)
+}
+
+/// Every file left under `base` (recursively), with its bytes.
+fn left_under(base: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(left_under(&p));
+        } else {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+/// Nothing under `base` holds the config's plaintext (a line of it).
+fn assert_no_plaintext(base: &Path, marker: &str) {
+    for (p, bytes) in left_under(base) {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(marker),
+            "{} holds the plaintext",
+            p.display()
+        );
+    }
+}
+
+fn shm() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rip-it-run-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm (tmpfs) is writable")
+}
+
+/// An editor that puts a symbolic link (to another YAML file, or /etc/passwd) where the file
+/// was: refused, never followed, nothing saved. One that deletes the file: said, nothing saved.
+#[test]
+fn an_editor_that_links_or_deletes_the_file_saves_nothing() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let other = env.path("other.yml");
+    std::fs::write(&other, config_yaml(&env, "# not what was edited\n", "")).unwrap();
+    let before = env.run(["config", "list"]).success().stdout();
+    for (body, why) in [
+        (
+            format!("rm \"$1\"; ln -s {} \"$1\"", s(&other)),
+            "a symbolic link",
+        ),
+        (
+            "rm \"$1\"; ln -s /etc/passwd \"$1\"".to_string(),
+            "a symbolic link",
+        ),
+        ("rm \"$1\"; mkfifo \"$1\"".to_string(), "not a regular file"),
+        ("rm \"$1\"".to_string(), "the editor removed"),
+    ] {
+        let r = edit_with(&env, base.path(), &body);
+        r.code_is(2).stderr_has(why).stderr_has("nothing saved");
+        assert!(!r.stderr().contains("root:"), "{}", r.stderr());
+        assert_eq!(env.run(["config", "list"]).success().stdout(), before);
+        assert_no_plaintext(base.path(), "rip-litestream init");
+        assert!(left_under(base.path())
+            .iter()
+            .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
+    }
+}
+
+/// vim with `backupcopy=no`: the new text written to another file renamed over the edited one.
+/// It is read and saved; the renamed-away inode and the editor's leftovers are removed.
+#[test]
+fn an_editor_that_replaces_the_file_by_rename_is_read() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let r = edit_with(
+        &env,
+        base.path(),
+        "sed 's/sync-interval: 1s/sync-interval: 7s/' \"$1\" > \"$1.tmp\" && mv \"$1.tmp\" \"$1\" && cp \"$1\" \"$1~\"",
+    );
+    r.success().stderr_has("saved as the newest generation");
+    let shown = env.run(["config", "show"]).success().stdout();
+    assert!(shown.contains("sync-interval: 7s"), "{shown}");
+    assert_no_plaintext(base.path(), "sync-interval");
 }
