@@ -55,10 +55,17 @@ impl KeyRing {
             }
             let identity = x25519::Identity::from_str(line).map_err(|_| Error::KeyInvalid {
                 path: path.into(),
-                reason: format!(
-                    "has an unreadable line {} (not an age X25519 identity)",
-                    n + 1
-                ),
+                reason: if line.starts_with("age1") {
+                    format!(
+                        "holds a public key (age1...) on line {}, not the secret key (not an age X25519 identity)",
+                        n + 1
+                    )
+                } else {
+                    format!(
+                        "has an unreadable line {} (not an age X25519 identity)",
+                        n + 1
+                    )
+                },
             })?;
             identities.push(identity);
         }

@@ -488,7 +488,20 @@ impl ConfigStore {
                     reason: e.to_string(),
                 }
             }
-            _ => self.sqlite("cannot use database", e),
+            _ => self.write_failed("cannot use database", e),
+        }
+    }
+
+    /// `op` failed with `e`; a write lock held by another process for longer than the busy
+    /// timeout is said as such (nothing was changed: the transaction rolls back).
+    pub(crate) fn write_failed(&self, op: &'static str, e: rusqlite::Error) -> Error {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy) | Some(C::DatabaseLocked) => self.sqlite(
+                "nothing was changed, try again once the other writer is done: for 5 s another process held the write lock",
+                e,
+            ),
+            _ => self.sqlite(op, e),
         }
     }
 }

@@ -61,7 +61,7 @@ impl ConfigStore {
         .map_err(|e| self.classify(e))?;
         let id = tx.last_insert_rowid();
         tx.commit()
-            .map_err(|e| self.sqlite("cannot commit to app_config", e))?;
+            .map_err(|e| self.write_failed("cannot commit to app_config", e))?;
         Ok(CheckedSave::Saved(id))
     }
 
@@ -84,7 +84,10 @@ impl ConfigStore {
         tamper: &dyn Fn(usize, &mut Vec<u8>),
     ) -> Result<usize> {
         let old = KeyRing::read(&self.key)?;
-        let new = KeyRing::read(new_key)?;
+        let new = KeyRing::read(new_key).map_err(|e| match e {
+            e if e.is_bad_input() => Error::Usage(format!("--new-key {}: {e}", new_key.display())),
+            e => e,
+        })?;
         if new.recipient().to_string() == old.recipient().to_string() {
             return Err(Error::Usage(format!(
                 "{} holds the same key as --age-key {} ({}): pass the new key file with --new-key (create one with `rip-litestream keygen --output new.key`)",
@@ -141,7 +144,7 @@ impl ConfigStore {
             .map_err(|e| self.classify(e))?;
         }
         tx.commit()
-            .map_err(|e| self.sqlite("cannot commit to app_config", e))?;
+            .map_err(|e| self.write_failed("cannot commit to app_config", e))?;
         Ok(rows.len())
     }
 

@@ -4,6 +4,7 @@
 //! a locked store, a writer beside it and a SIGKILL inside its transaction.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use crate::replication::config_yaml;
 use crate::support::TestEnv;
@@ -174,4 +175,88 @@ fn an_editor_that_replaces_the_file_by_rename_is_read() {
     let shown = env.run(["config", "show"]).success().stdout();
     assert!(shown.contains("sync-interval: 7s"), "{shown}");
     assert_no_plaintext(base.path(), "sync-interval");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rekey
+
+fn age_keygen(path: &Path) {
+    let out = Command::new("age-keygen")
+        .args(["-o", s(path)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// `age -d -i KEY` of `content`: its plaintext, or `None` when the key cannot open it.
+fn age_decrypts(env: &TestEnv, key: &Path, content: &[u8]) -> Option<Vec<u8>> {
+    let input = env.path("cipher.in");
+    std::fs::write(&input, content).unwrap();
+    let out = Command::new("age")
+        .args(["-d", "-i", s(key), s(&input)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    out.status.success().then_some(out.stdout)
+}
+
+/// Every byte of the database's rows, table by table (what "nothing changed" is checked on).
+fn dump(db: &Path) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(".dump")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The wrong file as --new-key: the public key (`age1...`), a directory, a symlink to the old
+/// key: exit 2, saying what to pass, nothing changed.
+#[test]
+fn a_rekey_to_the_wrong_key_file_changes_nothing() {
+    let env = TestEnv::new();
+    env.init();
+    let public = env.path("public.txt");
+    let out = Command::new("age-keygen")
+        .args(["-y", s(&env.key())])
+        .output()
+        .unwrap();
+    std::fs::write(&public, out.stdout).unwrap();
+    std::os::unix::fs::symlink(env.key(), env.path("link.key")).unwrap();
+    std::fs::create_dir(env.path("keys")).unwrap();
+    let before = dump(&env.db());
+    for (key, why) in [
+        ("public.txt", "--new-key"),
+        ("keys", "--new-key"),
+        ("link.key", "same key"),
+    ] {
+        env.run(["config", "rekey", "--new-key", key])
+            .code_is(2)
+            .stderr_has(why);
+        assert_eq!(dump(&env.db()), before, "{key}");
+    }
+}
+
+/// A writer holding the write lock (SQLite's defaults, a transaction left open): the rekey waits
+/// its busy timeout, then fails saying so (exit 1), nothing changed.
+#[test]
+fn a_rekey_behind_a_writers_lock_fails_clean() {
+    let env = TestEnv::new();
+    env.init();
+    let new_key = env.path("new.key");
+    age_keygen(&new_key);
+    let before = dump(&env.db());
+    let writer = rusqlite::Connection::open(env.db()).unwrap();
+    writer
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE busy (x); INSERT INTO busy VALUES (1);")
+        .unwrap();
+    let r = env.run(["config", "rekey", "--new-key", s(&new_key)]);
+    r.code_is(1)
+        .stderr_has("nothing was changed")
+        .stderr_has("another process held the write lock");
+    writer.execute_batch("ROLLBACK").unwrap();
+    drop(writer);
+    assert_eq!(dump(&env.db()), before);
+    env.run(["config", "show"]).success();
 }
