@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::replication::config_yaml;
 use crate::support::TestEnv;
@@ -259,4 +260,96 @@ fn a_rekey_behind_a_writers_lock_fails_clean() {
     drop(writer);
     assert_eq!(dump(&env.db()), before);
     env.run(["config", "show"]).success();
+}
+
+/// Generations saved for the SIGKILL test: enough that a kill lands inside the rekey.
+const MANY: usize = 500;
+
+/// `MANY` more generations of `litestream`, each a different text, through the library.
+fn many_generations(env: &TestEnv) {
+    let store = restinpieces_litestream::ConfigStore::open(env.db(), env.key()).unwrap();
+    for n in 0..MANY {
+        let text = config_yaml(env, &format!("# generation {n}\n"), "");
+        store
+            .save("litestream", text.as_bytes(), "yml", "many")
+            .unwrap();
+    }
+}
+
+/// Each row of `litestream` as (id, plaintext) decrypted by the `age` CLI with `key`, or `None`
+/// for a row it cannot open.
+fn rows_with(env: &TestEnv, key: &Path) -> Vec<(i64, Option<Vec<u8>>)> {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT id, content FROM app_config WHERE scope = 'litestream' ORDER BY id")
+        .unwrap();
+    let rows: Vec<(i64, Vec<u8>)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    rows.into_iter()
+        .map(|(id, content)| (id, age_decrypts(env, key, &content)))
+        .collect()
+}
+
+/// SIGKILL inside the rekey's transaction (the database in rollback-journal and in WAL mode):
+/// the table is wholly old or wholly new, every row opened by `age -d` with one key only.
+#[test]
+fn a_rekey_killed_midway_leaves_the_table_wholly_old_or_wholly_new() {
+    let _turn = crate::support::heavy();
+    for mode in ["delete", "wal"] {
+        let env = TestEnv::new();
+        env.init();
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        let _: String = conn
+            .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+            .unwrap();
+        drop(conn);
+        many_generations(&env);
+        let (old_key, new_key) = (env.key(), env.path("new.key"));
+        age_keygen(&new_key);
+        let old_rows = rows_with(&env, &old_key);
+        assert!(old_rows.iter().all(|(_, p)| p.is_some()));
+        let mut child = env
+            .cmd(["config", "rekey", "--new-key", s(&new_key)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Killed once it has the database open (rollback journal: once it writes its journal).
+        let journal = env.path("app.db-journal");
+        crate::support::wait_for("the rekey at work", Duration::from_secs(60), || {
+            let has_db = std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == env.db()))
+            });
+            let ended = child.try_wait().unwrap().is_some();
+            ended || (has_db && (mode == "wal" || journal.exists()))
+        });
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::SIGKILL,
+        );
+        let status = child.wait().unwrap();
+        let new_rows = rows_with(&env, &new_key);
+        let with_old = rows_with(&env, &old_key);
+        let all_new = new_rows.iter().all(|(_, p)| p.is_some());
+        let all_old = with_old == old_rows && new_rows.iter().all(|(_, p)| p.is_none());
+        assert!(
+            all_old || all_new,
+            "{mode}: mixed table after {status:?}: {} rows open with the new key, {} with the old",
+            new_rows.iter().filter(|(_, p)| p.is_some()).count(),
+            with_old.iter().filter(|(_, p)| p.is_some()).count()
+        );
+        if all_new {
+            let plain: Vec<_> = new_rows.into_iter().collect();
+            assert_eq!(plain, old_rows, "{mode}: the same plaintexts");
+        }
+        eprintln!(
+            "{mode}: killed ({status:?}); the table is wholly {}",
+            if all_old { "old" } else { "new" }
+        );
+    }
 }
