@@ -462,3 +462,121 @@ fn a_rekey_beside_a_committing_writer_touches_nothing_else() {
     assert!(age_decrypts(&env, &env.key(), &content).is_some());
     assert!(age_decrypts(&env, &keys[1], &content).is_none());
 }
+
+/// An editor that forks to the background and exits 0 at once (gvim without -f): nothing is
+/// saved, the private directory is gone, and what the background process writes later (the
+/// edited text, a swap file) finds no directory to land in.
+#[test]
+fn an_editor_that_returns_at_once_and_writes_later_leaves_nothing() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let go = env.path("go");
+    let done = env.path("done");
+    let body = format!(
+        "F=\"$1\"\n( while [ ! -e {go} ]; do sleep 0.02; done; cp \"$F\" /dev/null 2>/dev/null; \
+         echo 'secret-access-key: latesecret' > \"$F\"; echo 'latesecret' > \"$(dirname \"$F\")/.swp\"; \
+         touch {done} ) >/dev/null 2>&1 &\nexit 0",
+        go = s(&go),
+        done = s(&done)
+    );
+    let before = env.run(["config", "list"]).success().stdout();
+    edit_with(&env, base.path(), &body)
+        .success()
+        .stderr_has("no changes: nothing saved");
+    std::fs::write(&go, "").unwrap();
+    crate::support::wait_for("the background editor", Duration::from_secs(30), || {
+        done.exists()
+    });
+    assert!(
+        left_under(base.path()).is_empty()
+            || left_under(base.path())
+                .iter()
+                .all(|(p, _)| !p.to_string_lossy().contains("edit-"))
+    );
+    assert_no_plaintext(base.path(), "latesecret");
+    assert_no_plaintext(base.path(), "rip-litestream init");
+    assert_eq!(env.run(["config", "list"]).success().stdout(), before);
+}
+
+/// No editor to run ($EDITOR a missing program, or neither set and no `vi` on PATH): exit 2
+/// saying to set VISUAL or EDITOR, and no plaintext left behind.
+#[test]
+fn an_edit_without_an_editor_to_run_is_bad_input_and_leaves_nothing() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let mut missing = env.cmd(["config", "edit", "--no-check"]);
+    missing
+        .env_remove("VISUAL")
+        .env("EDITOR", "/nonexistent/editor --wait")
+        .env("RIP_RUNTIME_DIR", base.path());
+    let mut none = env.cmd(["config", "edit", "--no-check"]);
+    none.env_remove("VISUAL")
+        .env_remove("EDITOR")
+        .env("PATH", env.path("empty-path"))
+        .env("RIP_RUNTIME_DIR", base.path());
+    for cmd in [missing, none] {
+        crate::support::run_cmd(cmd)
+            .code_is(2)
+            .stderr_has("cannot start the editor")
+            .stderr_has("set VISUAL or EDITOR");
+        assert!(
+            left_under(base.path()).is_empty(),
+            "{:?}",
+            left_under(base.path())
+        );
+    }
+}
+
+/// Two `config edit` at once, both changing the config: the first to save wins, the second is
+/// refused (saved meanwhile) and saves nothing; each had its own private directory.
+#[test]
+fn two_concurrent_edits_save_one() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let body = |n: u32| {
+        format!(
+            "touch \"$D/started-{n}\"\nwhile [ ! -e \"$D/release-{n}\" ]; do sleep 0.02; done\n\
+             sed -i 's/sync-interval: 1s/sync-interval: {n}s/' \"$1\""
+        )
+    };
+    let spawn = |n: u32| {
+        let script = env.path(&format!("ed{n}.sh"));
+        std::fs::write(&script, format!("D={}\n{}\n", s(env.dir.path()), body(n))).unwrap();
+        let mut cmd = env.cmd(["config", "edit", "--no-check"]);
+        cmd.env_remove("VISUAL")
+            .env("EDITOR", format!("sh {}", s(&script)))
+            .env("RIP_RUNTIME_DIR", base.path());
+        std::thread::spawn(move || crate::support::run_cmd(cmd))
+    };
+    let (a, b) = (spawn(2), spawn(3));
+    crate::support::wait_for("both editors", Duration::from_secs(30), || {
+        env.path("started-2").exists() && env.path("started-3").exists()
+    });
+    let dirs = left_under(base.path())
+        .into_iter()
+        .filter(|(p, _)| p.ends_with("config.yml"))
+        .count();
+    assert_eq!(dirs, 2, "each edit has its own file");
+    std::fs::write(env.path("release-2"), "").unwrap();
+    let first = a.join().unwrap();
+    first.success().stderr_has("saved as the newest generation");
+    std::fs::write(env.path("release-3"), "").unwrap();
+    let second = b.join().unwrap();
+    second.code_is(1).stderr_has("saved meanwhile");
+    let shown = env.run(["config", "show"]).success().stdout();
+    assert!(shown.contains("sync-interval: 2s"), "{shown}");
+    assert_eq!(
+        env.run(["config", "list"])
+            .success()
+            .stdout()
+            .lines()
+            .count(),
+        2
+    );
+    assert!(left_under(base.path())
+        .iter()
+        .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
+}
