@@ -580,3 +580,56 @@ fn two_concurrent_edits_save_one() {
         .iter()
         .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
 }
+
+/// A supervisor reloads (SIGHUP) after a rekey but before its key file is replaced: it cannot
+/// open the store any more, says so (status: not healthy, the generation named), and keeps its
+/// litestream running (no stop, no restart);
+/// once the key file is replaced, a reload finds the config unchanged.
+#[test]
+fn a_supervisor_reloading_with_the_old_key_after_a_rekey_keeps_its_litestream() {
+    use crate::replication::{run_stderr, save_config, spawn, wait_ready};
+    let env = TestEnv::new();
+    save_config(&env, &config_yaml(&env, "", ""));
+    let key = env.path("run.key");
+    std::fs::copy(env.key(), &key).unwrap();
+    let mut cmd = env.cmd(["run", "--reload-check", "100ms"]);
+    cmd.env("RIP_AGE_KEY", &key);
+    let mut sup = spawn(&env, cmd);
+    wait_ready(&env);
+    let status = || {
+        let r = env.run(["status", "--json"]);
+        serde_json::from_str::<serde_json::Value>(r.stdout().trim()).unwrap_or_default()
+    };
+    let (id, pid) = (status()["config_id"].as_i64(), status()["pid"].as_u64());
+    let new_key = env.path("new.key");
+    env.run(["keygen", "--output", s(&new_key)]).success();
+    env.run(["config", "rekey", "--new-key", s(&new_key)])
+        .success();
+    let seen = run_stderr(&env).len();
+    sup.signal("HUP");
+    crate::support::wait_for("the reload's answer", Duration::from_secs(30), || {
+        run_stderr(&env)[seen..].contains("reload outcome=Rejected")
+    });
+    // Said in its status: not healthy, the generation it cannot open named.
+    let s1 = status();
+    assert_eq!(s1["healthy"], false, "{s1}");
+    assert_eq!(s1["rejected_generation"]["id"].as_i64(), id, "{s1}");
+    assert_eq!(s1["pid"].as_u64(), pid, "the same litestream: {s1}");
+    assert_eq!(s1["config_id"].as_i64(), id, "{s1}");
+    assert!(
+        crate::replication::alive(pid.unwrap() as u32),
+        "litestream still runs"
+    );
+    std::fs::copy(&new_key, &key).unwrap();
+    let seen = run_stderr(&env).len();
+    sup.signal("HUP");
+    crate::support::wait_for("config unchanged", Duration::from_secs(30), || {
+        run_stderr(&env)[seen..].contains("config unchanged")
+    });
+    let s2 = status();
+    assert_eq!(s2["pid"].as_u64(), pid);
+    assert_eq!(s2["healthy"], true, "the rejection is cleared: {s2}");
+    assert!(s2["rejected_generation"].is_null(), "{s2}");
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(Duration::from_secs(30)), Some(0));
+}
