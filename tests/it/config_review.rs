@@ -637,3 +637,57 @@ fn a_supervisor_reloading_with_the_old_key_after_a_rekey_keeps_its_litestream() 
     sup.signal("TERM");
     assert_eq!(sup.wait_code(Duration::from_secs(30)), Some(0));
 }
+
+/// The runtime base as an operator may leave it: on a disk (warned, the edit works and leaves
+/// nothing), world-writable (made private before use), another user's or a symlink (refused,
+/// exit 2, nothing decrypted there).
+#[test]
+fn an_edit_in_a_runtime_base_that_is_not_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = TestEnv::new();
+    env.init();
+    let sed = "sed -i 's/sync-interval: 1s/sync-interval: 4s/' \"$1\"";
+    // On a disk (the test's temp dir is not tmpfs when /tmp is a disk; the warning is checked
+    // only then).
+    let disk = env.path("disk-run");
+    let r = edit_with(&env, &disk, sed);
+    r.success();
+    let on_tmpfs = nix::sys::statfs::statfs(&disk)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    if !on_tmpfs {
+        r.stderr_has("not tmpfs");
+    }
+    assert!(left_under(&disk)
+        .iter()
+        .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
+    // World-writable: made 0700 first.
+    let open = shm();
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    edit_with(
+        &env,
+        open.path(),
+        "sed -i 's/sync-interval: 4s/sync-interval: 5s/' \"$1\"",
+    )
+    .success()
+    .stderr_has("saved as the newest generation");
+    assert_eq!(
+        std::fs::metadata(open.path()).unwrap().mode() & 0o777,
+        0o700
+    );
+    // Another user's (when we may hand it to one), or a symlink to a private directory.
+    let theirs = shm();
+    let before = env.run(["config", "list"]).success().stdout();
+    if nix::unistd::getuid().is_root() {
+        nix::unistd::chown(theirs.path(), Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+        edit_with(&env, theirs.path(), sed)
+            .code_is(2)
+            .stderr_has("not a directory owned by this user");
+        assert!(left_under(theirs.path()).is_empty());
+    }
+    let link = env.path("run-link");
+    std::os::unix::fs::symlink(open.path(), &link).unwrap();
+    edit_with(&env, &link, sed)
+        .code_is(2)
+        .stderr_has("not a directory owned by this user");
+    assert_eq!(env.run(["config", "list"]).success().stdout(), before);
+}
