@@ -691,3 +691,44 @@ fn an_edit_in_a_runtime_base_that_is_not_private() {
         .stderr_has("not a directory owned by this user");
     assert_eq!(env.run(["config", "list"]).success().stdout(), before);
 }
+
+/// A store this user may only read (run as `nobody` through setpriv, when the tests run as
+/// root): the rekey is refused (exit 2, read-only said), no byte of the database changed.
+#[test]
+fn a_rekey_of_a_read_only_store_changes_no_byte() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::getuid().is_root()
+        || Command::new("setpriv").arg("--version").output().is_err()
+    {
+        eprintln!("skipped: needs root and setpriv to run as another user");
+        return;
+    }
+    for mode in ["delete", "wal"] {
+        let env = TestEnv::new();
+        env.init();
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        let _: String = conn
+            .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+            .unwrap();
+        drop(conn);
+        let new_key = env.path("new.key");
+        age_keygen(&new_key);
+        for p in [env.key(), new_key.clone(), env.db()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let before = std::fs::read(env.db()).unwrap();
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(crate::support::bin())
+            .args(["config", "rekey", "--new-key", s(&new_key)])
+            .env("RIP_DB", env.db())
+            .env("RIP_AGE_KEY", env.key())
+            .env("RIP_RUNTIME_DIR", "/dev/shm/rip-it-nobody")
+            .env_remove("RUST_LOG");
+        crate::support::run_cmd(cmd)
+            .code_is(2)
+            .stderr_has("read-only");
+        assert_eq!(std::fs::read(env.db()).unwrap(), before, "{mode}");
+    }
+}
