@@ -310,8 +310,21 @@ impl ConfigStore {
         if self.new_key || !self.db.exists() {
             return Ok(());
         }
-        let conn = self.connect_read()?;
-        let newest = match self.fetch(&conn, scope, 0) {
+        self.same_key_as_newest_in(&self.connect_read()?, scope, keys)
+    }
+
+    /// [`Self::same_key_as_newest`] on `conn` (inside a write transaction: no rekey between the
+    /// check and the write).
+    pub(crate) fn same_key_as_newest_in(
+        &self,
+        conn: &Connection,
+        scope: &str,
+        keys: &KeyRing,
+    ) -> Result<()> {
+        if self.new_key {
+            return Ok(());
+        }
+        let newest = match self.fetch(conn, scope, 0) {
             Ok(row) => row,
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),

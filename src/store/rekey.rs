@@ -54,6 +54,9 @@ impl ConfigStore {
         if newest != expected {
             return Ok(CheckedSave::Superseded(newest));
         }
+        // Again inside the transaction: a rekey since the first look would leave this row the
+        // only one under the old key.
+        self.same_key_as_newest_in(&tx, scope, &keys)?;
         tx.execute(
             "INSERT INTO app_config (scope, content, format, description) VALUES (?, ?, ?, ?)",
             rusqlite::params![scope, content, format, description],

@@ -732,3 +732,47 @@ fn a_rekey_of_a_read_only_store_changes_no_byte() {
         assert_eq!(std::fs::read(env.db()).unwrap(), before, "{mode}");
     }
 }
+
+/// A rekey while an edit is open (begun under the old key): the edit's save is refused, naming
+/// the key, and writes no row under the old key; every row still opens with the new key only.
+#[test]
+fn an_edit_open_across_a_rekey_saves_nothing_under_the_old_key() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let script = env.path("ed.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "touch {d}/started\nwhile [ ! -e {d}/release ]; do sleep 0.02; done\n\
+             sed -i 's/sync-interval: 1s/sync-interval: 9s/' \"$1\"\n",
+            d = s(env.dir.path())
+        ),
+    )
+    .unwrap();
+    let mut cmd = env.cmd(["config", "edit", "--no-check"]);
+    cmd.env_remove("VISUAL")
+        .env("EDITOR", format!("sh {}", s(&script)))
+        .env("RIP_RUNTIME_DIR", base.path());
+    let edit = std::thread::spawn(move || crate::support::run_cmd(cmd));
+    crate::support::wait_for("the editor", Duration::from_secs(30), || {
+        env.path("started").exists()
+    });
+    let new_key = env.path("new.key");
+    age_keygen(&new_key);
+    env.run(["config", "rekey", "--new-key", s(&new_key)])
+        .success();
+    std::fs::write(env.path("release"), "").unwrap();
+    let r = edit.join().unwrap();
+    assert_ne!(r.code(), 0, "{}", r.stderr());
+    r.stderr_has(s(&env.key()));
+    let rows = rows_with(&env, &new_key);
+    assert_eq!(rows.len(), 1, "nothing saved");
+    assert!(
+        rows.iter().all(|(_, p)| p.is_some()),
+        "every row opens with the new key"
+    );
+    assert!(left_under(base.path())
+        .iter()
+        .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
+}
