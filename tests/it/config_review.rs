@@ -776,3 +776,36 @@ fn an_edit_open_across_a_rekey_saves_nothing_under_the_old_key() {
         .iter()
         .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
 }
+
+/// Generations under two keys (an older one saved under a key the current key file still
+/// holds as its second identity): the rekey opens each with the identity that fits and leaves
+/// every one under the new key, checked row by row with `age -d`.
+#[test]
+fn a_rekey_of_generations_under_different_keys_reencrypts_them_all() {
+    let env = TestEnv::new();
+    env.init();
+    let (older, newer, target) = (env.key(), env.path("k2"), env.path("k3"));
+    age_keygen(&newer);
+    age_keygen(&target);
+    let both = env.path("both.key");
+    let text = std::fs::read_to_string(&newer).unwrap() + &std::fs::read_to_string(&older).unwrap();
+    std::fs::write(&both, text).unwrap();
+    std::fs::set_permissions(&both, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = env.path("c.yml");
+    std::fs::write(&file, config_yaml(&env, "# under k2\n", "")).unwrap();
+    let mut save = env.cmd(["config", "save", "--new-key", s(&file)]);
+    save.env("RIP_AGE_KEY", &both);
+    crate::support::run_cmd(save).success();
+    let (by_older, by_newer) = (rows_with(&env, &older), rows_with(&env, &newer));
+    assert!(by_older[0].1.is_some() && by_older[1].1.is_none());
+    assert!(by_newer[0].1.is_none() && by_newer[1].1.is_some());
+    let mut rekey = env.cmd(["config", "rekey", "--new-key", s(&target)]);
+    rekey.env("RIP_AGE_KEY", &both);
+    crate::support::run_cmd(rekey)
+        .success()
+        .stderr_has("re-encrypted 2 generation(s)");
+    let after = rows_with(&env, &target);
+    assert_eq!(after[0].1, by_older[0].1);
+    assert_eq!(after[1].1, by_newer[1].1);
+    assert!(rows_with(&env, &both).iter().all(|(_, p)| p.is_none()));
+}
