@@ -809,3 +809,47 @@ fn a_rekey_of_generations_under_different_keys_reencrypts_them_all() {
     assert_eq!(after[1].1, by_newer[1].1);
     assert!(rows_with(&env, &both).iter().all(|(_, p)| p.is_none()));
 }
+
+/// A secret pasted under the wrong key (`sync-interval: <the secret>`): the messages that reject
+/// it, of `config save`, `config check` (text and --json) and `config edit`, do not echo it.
+#[test]
+fn a_secret_pasted_under_the_wrong_key_is_not_echoed() {
+    let env = TestEnv::new();
+    env.init();
+    let bad = config_yaml(
+        &env,
+        "secret-access-key: PASTEDSECRET9\n",
+        "      sync-interval: PASTEDSECRET9\n",
+    );
+    let file = env.path("bad.yml");
+    std::fs::write(&file, &bad).unwrap();
+    let saved = env.run(["config", "save", "--no-check", s(&file)]);
+    saved.code_is(2).stderr_has("sync-interval");
+    // Stored anyway (a row written by another tool), then checked and edited.
+    let recipient = Command::new("age-keygen")
+        .args(["-y", s(&env.key())])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = Command::new("age")
+        .args(["-r", String::from_utf8(recipient).unwrap().trim(), s(&file)])
+        .output()
+        .unwrap();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO app_config (scope, content, format, description) VALUES ('litestream', ?, 'yml', 'bad')",
+        [out.stdout],
+    )
+    .unwrap();
+    let check = env.run(["config", "check"]);
+    check.code_is(2).stdout_has("sync-interval");
+    let json = env.run(["config", "check", "--json"]);
+    json.code_is(2).stdout_has("sync-interval");
+    let base = shm();
+    let edit = edit_with(&env, base.path(), "echo '# edited' >> \"$1\"");
+    edit.code_is(2).stderr_has("sync-interval");
+    for r in [&saved, &check, &json, &edit] {
+        let all = r.stdout() + &r.stderr();
+        assert!(!all.contains("PASTEDSECRET9"), "{}:\n{all}", r.cmd);
+    }
+}

@@ -28,7 +28,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                     Some("yaml") => "yaml".into(),
                     _ => "yml".into(),
                 });
-            let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
+            let config = parse_redacted(&bytes, strictness(strict))?;
             config.log_warnings();
             let store = save.store(ConfigStore::open_or_create(db, key)?);
             save.litestream_accepts(&bytes)?;
@@ -57,7 +57,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
         ConfigCommand::Rollback { generation, save } => {
             let store = save.store(ConfigStore::open(db, key)?);
             let stored = store.load(&g.scope, generation)?;
-            LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
+            parse_redacted(&stored.plaintext, Strictness::Lenient)?.log_warnings();
             save.litestream_accepts(&stored.plaintext)?;
             let id = store.rollback_checked(&g.scope, generation, stored.id)?;
             say_saved(
@@ -169,7 +169,7 @@ fn check_generation(
 ) -> Result<u8, Error> {
     let stored = store.load(scope, generation)?;
     let (mut warnings, mut errors) = (Vec::new(), Vec::new());
-    let ours = match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
+    let ours = match parse_redacted(&stored.plaintext, strictness(strict)) {
         Ok(config) => {
             config.log_warnings();
             warnings.extend(config.warnings().iter().cloned());
@@ -242,6 +242,31 @@ fn check_generation(
         say!("error: generation {generation} of `{scope}` is not a valid litestream config: fix it and `config save` it again");
         Ok(2)
     }
+}
+
+/// [`LitestreamConfig::parse`], its problems redacted: a secret pasted under the wrong key
+/// (`sync-interval: <the secret key>`) is not echoed in the message that rejects it.
+pub(crate) fn parse_redacted(
+    yaml: &[u8],
+    strictness: Strictness,
+) -> Result<LitestreamConfig, Error> {
+    LitestreamConfig::parse(yaml, strictness).map_err(|e| match e {
+        Error::InvalidConfig(problems) => {
+            let redactor = restinpieces_litestream::redact::Redactor::from_yaml(
+                &String::from_utf8_lossy(yaml),
+            );
+            Error::InvalidConfig(
+                problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        message: redactor.redact(&p.message).into_owned(),
+                        key: p.key,
+                    })
+                    .collect(),
+            )
+        }
+        other => other,
+    })
 }
 
 impl SaveArgs {

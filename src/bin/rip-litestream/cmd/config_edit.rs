@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use restinpieces_litestream::edit::{self, EditSignals, EditorEnd, PrivateFile};
 use restinpieces_litestream::redact::Redactor;
-use restinpieces_litestream::{binary, runtime, CheckedSave, ConfigStore, Error, LitestreamConfig};
+use restinpieces_litestream::{binary, runtime, CheckedSave, ConfigStore, Error};
 use zeroize::Zeroizing;
 
 use super::config::{litestream_refusal, say_saved};
@@ -118,7 +118,7 @@ impl Session<'_> {
 
     /// Our verdict, then litestream's: the reasons not to save (none: it may be saved).
     async fn problems(&self, text: &[u8]) -> Result<Vec<String>, Error> {
-        match LitestreamConfig::parse(text, strictness(self.strict)) {
+        match super::config::parse_redacted(text, strictness(self.strict)) {
             Ok(config) => config.log_warnings(),
             Err(e) => return Ok(vec![e.to_string()]),
         }
