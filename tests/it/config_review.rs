@@ -583,7 +583,7 @@ fn two_concurrent_edits_save_one() {
 
 /// A supervisor reloads (SIGHUP) after a rekey but before its key file is replaced: it cannot
 /// open the store any more, says so (status: not healthy, the generation named), and keeps its
-/// litestream running (no stop, no restart);
+/// litestream running (no stop, no restart; restarted from the config in use when it dies);
 /// once the key file is replaced, a reload finds the config unchanged.
 #[test]
 fn a_supervisor_reloading_with_the_old_key_after_a_rekey_keeps_its_litestream() {
@@ -622,6 +622,17 @@ fn a_supervisor_reloading_with_the_old_key_after_a_rekey_keeps_its_litestream() 
         crate::replication::alive(pid.unwrap() as u32),
         "litestream still runs"
     );
+    // litestream dies meanwhile: restarted from the config in use, which no key is needed for.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid.unwrap() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    crate::support::wait_for("litestream restarted", Duration::from_secs(60), || {
+        let now = status();
+        now["running"] == true && now["pid"].as_u64().is_some_and(|p| Some(p) != pid)
+    });
+    let pid = status()["pid"].as_u64();
     std::fs::copy(&new_key, &key).unwrap();
     let seen = run_stderr(&env).len();
     sup.signal("HUP");
