@@ -151,6 +151,41 @@ impl ConfigStore {
         Ok(rows.len())
     }
 
+    /// The other scopes than `scope` with rows the store's key (`--age-key`) opens, and how
+    /// many: what still needs that key after `scope` is rekeyed (restinpieces keeps its own
+    /// config in the same table, encrypted to the same key).
+    pub fn other_scopes_under_this_key(&self, scope: &str) -> Result<Vec<(String, usize)>> {
+        let keys = KeyRing::read(&self.key)?;
+        let conn = self.connect_read()?;
+        if !has_table(&conn, &self.db)? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare("SELECT scope, content FROM app_config WHERE scope <> ? ORDER BY scope, id")
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let rows = stmt
+            .query_map([scope], |r| {
+                Ok((r.get::<_, String>(0)?, content_bytes(r.get_ref(1)?)))
+            })
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for row in rows {
+            let (other, content) = row.map_err(|e| self.sqlite("cannot read app_config", e))?;
+            let Ok(content) = content else { continue };
+            if !matches!(
+                crate::keys::opened_by(&content, &keys),
+                crate::keys::Opened::By(_)
+            ) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((s, n)) if *s == other => *n += 1,
+                _ => out.push((other, 1)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every row of `scope` (id, content), newest first.
     fn rows_of(&self, conn: &Connection, scope: &str) -> Result<Vec<IdContent>> {
         let mut stmt = conn

@@ -864,3 +864,53 @@ fn a_secret_pasted_under_the_wrong_key_is_not_echoed() {
         assert!(!all.contains("PASTEDSECRET9"), "{}:\n{all}", r.cmd);
     }
 }
+
+/// restinpieces keeps its own config (scope `application`, toml) in the same table under the
+/// same key: a rekey of `litestream` leaves it alone and says so, not "pass the new key
+/// everywhere"; the key file it advises (new identity first, then old) opens both scopes.
+#[test]
+fn a_rekey_says_which_other_scopes_still_need_the_old_key() {
+    let env = TestEnv::new();
+    env.init();
+    let recipient = Command::new("age-keygen")
+        .args(["-y", s(&env.key())])
+        .output()
+        .unwrap()
+        .stdout;
+    std::fs::write(env.path("app.toml"), "[server]\naddr = \":8080\"\n").unwrap();
+    let out = Command::new("age")
+        .args([
+            "-r",
+            String::from_utf8(recipient).unwrap().trim(),
+            s(&env.path("app.toml")),
+        ])
+        .output()
+        .unwrap();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute(
+        "INSERT INTO app_config (scope, content, format, description) VALUES ('application', ?, 'toml', 'ripc')",
+        [&out.stdout],
+    )
+    .unwrap();
+    let new_key = env.path("new.key");
+    age_keygen(&new_key);
+    let r = env.run(["config", "rekey", "--new-key", s(&new_key)]);
+    r.success()
+        .stderr_has("other scopes are still under the old key")
+        .stderr_has("`application` (1 row(s))");
+    assert!(!r.stderr().contains("no longer opens it"), "{}", r.stderr());
+    let app: Vec<u8> = conn
+        .query_row(
+            "SELECT content FROM app_config WHERE scope = 'application'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(app, out.stdout, "the application's row untouched");
+    let both = env.path("both.key");
+    let text =
+        std::fs::read_to_string(&new_key).unwrap() + &std::fs::read_to_string(env.key()).unwrap();
+    std::fs::write(&both, text).unwrap();
+    assert!(age_decrypts(&env, &both, &app).is_some());
+    assert!(rows_with(&env, &both).iter().all(|(_, p)| p.is_some()));
+}

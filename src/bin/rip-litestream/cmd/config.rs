@@ -86,8 +86,28 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 new_key.display(),
                 key.display()
             );
+            let others = store.other_scopes_under_this_key(&g.scope)?;
+            if others.is_empty() {
+                say!(
+                    "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                    new_key.display(),
+                    key.display()
+                );
+                return Ok(0);
+            }
+            let list: Vec<String> = others
+                .iter()
+                .map(|(scope, n)| format!("`{scope}` ({n} row(s))"))
+                .collect();
+            tracing::warn!(
+                scopes = %list.join(", "),
+                "other scopes of this store are still encrypted to the old key, and restinpieces reads its own config with the same key file"
+            );
             say!(
-                "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                "other scopes are still under the old key {}: {}; do not replace it by {} alone: give readers a key file holding the new identity first and the old one after it (`cat {} {} > both.key`), or rekey those scopes too (--scope)",
+                key.display(),
+                list.join(", "),
+                new_key.display(),
                 new_key.display(),
                 key.display()
             );
