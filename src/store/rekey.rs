@@ -216,8 +216,13 @@ impl ConfigStore {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.classify(e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| self.sqlite("cannot configure connection", e))?;
+        // Polled every millisecond for 5 s (SQLite's own timeout sleeps up to 100 ms between
+        // tries, so an application committing back to back always has the lock again).
+        conn.busy_handler(Some(|tries| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            tries < 5000
+        }))
+        .map_err(|e| self.sqlite("cannot configure connection", e))?;
         Ok(conn)
     }
 }
