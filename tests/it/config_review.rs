@@ -911,3 +911,26 @@ fn a_rekey_says_which_other_scopes_still_need_the_old_key() {
     assert!(age_decrypts(&env, &both, &app).is_some());
     assert!(rows_with(&env, &both).iter().all(|(_, p)| p.is_some()));
 }
+
+/// SIGQUIT (Ctrl-\ on the terminal) during an edit: passed on to the editor like SIGINT, the
+/// edit abandoned, nothing saved, the decrypted file removed (not a core dump leaving it).
+#[test]
+fn sigquit_during_an_edit_removes_the_plaintext() {
+    let env = TestEnv::new();
+    env.init();
+    let base = shm();
+    let before = env.run(["config", "list"]).success().stdout();
+    let r = edit_with(
+        &env,
+        base.path(),
+        "echo '# edited' >> \"$1\"\nkill -QUIT $PPID\nwhile :; do sleep 0.05; done",
+    );
+    r.code_is(1)
+        .stderr_has("SIGQUIT")
+        .stderr_has("nothing saved");
+    assert!(left_under(base.path())
+        .iter()
+        .all(|(p, _)| !p.to_string_lossy().contains("edit-")));
+    assert_no_plaintext(base.path(), "edited");
+    assert_eq!(env.run(["config", "list"]).success().stdout(), before);
+}

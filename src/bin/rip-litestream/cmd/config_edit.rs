@@ -20,6 +20,11 @@ pub(crate) fn edit(
     strict: bool,
     save: &SaveArgs,
 ) -> Result<u8, Error> {
+    // No core dump (nor ptrace by another process of this user) while the plaintext is held.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot turn core dumps off for this edit");
+    }
     let base = runtime::private_base()?; // sweeps what a killed edit left
     let stored = store.load(scope, 0).map_err(|e| match e {
         Error::NotFound { .. } => Error::Usage(format!(
