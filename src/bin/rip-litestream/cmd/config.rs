@@ -86,7 +86,13 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 new_key.display(),
                 key.display()
             );
-            let others = store.other_scopes_under_this_key(&g.scope)?;
+            // The rekey is committed: a failure to look at the other scopes is only warned of.
+            let others = store
+                .other_scopes_under_this_key(&g.scope)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot tell whether other scopes still need the old key: check them with `config list --scope`");
+                    Vec::new()
+                });
             if others.is_empty() {
                 say!(
                     "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
