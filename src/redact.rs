@@ -1,6 +1,6 @@
 //! Keeping credentials out of everything the supervisor prints or stores: the secret values of a
-//! config (keys such as `secret-access-key` and `password`, and the password of any
-//! `scheme://user:password@host` URL) are replaced in litestream's forwarded lines, in crash
+//! config (keys such as `secret-access-key` and `password` in any case, the password of any
+//! `scheme://user:password@host` URL and its query parameters named like credentials) are replaced in litestream's forwarded lines, in crash
 //! reports and in error messages.
 
 use std::borrow::Cow;
@@ -26,6 +26,12 @@ pub const SECRET_KEYS: &[&str] = &[
     "creds",
     "identities",
 ];
+
+/// Whether `key` is one of [`SECRET_KEYS`] in any case (`Password` is ignored by litestream,
+/// but its value is still the operator's secret).
+pub fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key))
+}
 
 /// What replaces a secret.
 pub const MASK: &str = "[REDACTED]";
@@ -80,7 +86,7 @@ impl Redactor {
 /// found through the anchor itself).
 fn collect(v: &Node, key: Option<&str>, out: &mut Vec<String>) {
     match &v.value {
-        Value::Scalar(_) if key.is_some_and(|k| SECRET_KEYS.contains(&k)) => {
+        Value::Scalar(_) if key.is_some_and(is_secret_key) => {
             out.extend(v.text().map(str::to_owned))
         }
         Value::Seq(items) => items.iter().for_each(|i| collect(i, key, out)),
@@ -98,7 +104,7 @@ fn scan_lines(yaml: &str, out: &mut Vec<String>) {
     for line in yaml.lines() {
         let line = line.trim_start().trim_start_matches("- ");
         if let Some((k, v)) = line.split_once(':') {
-            if SECRET_KEYS.contains(&k.trim()) {
+            if is_secret_key(k.trim()) {
                 let v = v.trim().trim_matches(|c| c == '"' || c == '\'');
                 out.push(v.to_string());
             }
@@ -121,7 +127,27 @@ fn url_passwords(text: &str, out: &mut Vec<String>) {
                 out.push(password.to_string());
             }
         }
+        let url_end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        if let Some((_, query)) = after[..url_end].split_once('?') {
+            query_secrets(query, out);
+        }
         rest = &after[end..];
+    }
+}
+
+/// The values of the query parameters of a URL whose names look like credentials
+/// (`?sig=...`, `secret-access-key=...`, `token=...`).
+fn query_secrets(query: &str, out: &mut Vec<String>) {
+    const WORDS: &[&str] = &["secret", "password", "token", "sig", "key", "credential"];
+    for pair in query.split(['&', ';']) {
+        if let Some((name, value)) = pair.split_once('=') {
+            let name = name.to_ascii_lowercase();
+            if is_secret_key(&name) || WORDS.iter().any(|w| name.contains(w)) {
+                out.push(value.to_string());
+            }
+        }
     }
 }
 
@@ -140,6 +166,27 @@ mod tests {
         }
         assert!(out.contains("sftp://[REDACTED]@host:22/backups"), "{out}");
         assert_eq!(r.redact("nothing secret"), "nothing secret");
+    }
+
+    #[test]
+    fn a_secret_key_in_another_case_is_masked() {
+        let r = Redactor::from_yaml("Secret-Access-Key: casesecret1\nPASSWORD: shouted1\n");
+        assert_eq!(r.redact("casesecret1 shouted1"), "[REDACTED] [REDACTED]");
+        let r = Redactor::from_yaml("dbs: [\n  Password: abc123\n");
+        assert_eq!(r.redact("pw abc123"), "pw [REDACTED]");
+    }
+
+    #[test]
+    fn a_credential_in_a_url_query_is_masked() {
+        let r = Redactor::from_yaml(
+            "url: abs://acct@c/p?sig=sassecret1&sp=rw&Secret-Access-Key=qsecret2\n",
+        );
+        let out = r.redact("abs://acct@c/p?sig=sassecret1&sp=rw&Secret-Access-Key=qsecret2");
+        assert!(
+            !out.contains("sassecret1") && !out.contains("qsecret2"),
+            "{out}"
+        );
+        assert!(out.contains("sp=rw"), "{out}");
     }
 
     #[test]

@@ -321,8 +321,21 @@ impl ConfigStore {
         if self.new_key || !self.db.exists() {
             return Ok(());
         }
-        let conn = self.connect_read()?;
-        let newest = match self.fetch(&conn, scope, 0) {
+        self.same_key_as_newest_in(&self.connect_read()?, scope, keys)
+    }
+
+    /// [`Self::same_key_as_newest`] on `conn` (inside a write transaction: no rekey between the
+    /// check and the write).
+    pub(crate) fn same_key_as_newest_in(
+        &self,
+        conn: &Connection,
+        scope: &str,
+        keys: &KeyRing,
+    ) -> Result<()> {
+        if self.new_key {
+            return Ok(());
+        }
+        let newest = match self.fetch(conn, scope, 0) {
             Ok(row) => row,
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
@@ -499,7 +512,20 @@ impl ConfigStore {
                     reason: e.to_string(),
                 }
             }
-            _ => self.sqlite("cannot use database", e),
+            _ => self.write_failed("cannot use database", e),
+        }
+    }
+
+    /// `op` failed with `e`; a write lock held by another process for longer than the busy
+    /// timeout is said as such (nothing was changed: the transaction rolls back).
+    pub(crate) fn write_failed(&self, op: &'static str, e: rusqlite::Error) -> Error {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy) | Some(C::DatabaseLocked) => self.sqlite(
+                "nothing was changed, try again once the other writer is done: for 5 s another process held the write lock",
+                e,
+            ),
+            _ => self.sqlite(op, e),
         }
     }
 }

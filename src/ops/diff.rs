@@ -4,7 +4,7 @@
 //! and any secret value met elsewhere are replaced by [`MASK`]; a changed line that looks the
 //! same once masked is marked `(changed)`.
 
-use crate::redact::{Redactor, MASK, SECRET_KEYS};
+use crate::redact::{is_secret_key, Redactor, MASK};
 
 /// Lines of context around each change.
 const CONTEXT: usize = 3;
@@ -148,18 +148,20 @@ fn hunks(ops: &[Op]) -> Vec<std::ops::Range<usize>> {
 /// Each line masked: a secret key's value, the lines indented below a secret key, then every
 /// secret value and URL password either config holds.
 fn mask_lines(lines: &[&str], redactors: &[Redactor]) -> Vec<String> {
-    let mut below: Option<usize> = None; // the indent of the secret key whose block we are in
+    // The indent of the secret key whose block we are in, and whether a `- ` item at that
+    // indent belongs to it (only when the key's value starts on the next line).
+    let mut below: Option<(usize, bool)> = None;
     lines
         .iter()
         .map(|line| {
             let indent = line.len() - line.trim_start().len();
             let blank = line.trim().is_empty();
-            if let Some(key_indent) = below {
+            if let Some((key_indent, items)) = below {
                 if blank {
                     return line.to_string();
                 }
                 if indent > key_indent
-                    || line.trim_start().starts_with("- ") && indent == key_indent
+                    || items && line.trim_start().starts_with("- ") && indent == key_indent
                 {
                     return format!("{}{MASK}", &line[..indent]);
                 }
@@ -167,11 +169,11 @@ fn mask_lines(lines: &[&str], redactors: &[Redactor]) -> Vec<String> {
             }
             if let Some((prefix, value)) = secret_value(line) {
                 let value = value.trim();
-                if value.is_empty() || value.starts_with('|') || value.starts_with('>') {
-                    below = Some(indent_of_key(prefix));
-                    if value.is_empty() {
-                        return line.to_string();
-                    }
+                // Every line indented below the key is its value: a block scalar, a list, or
+                // a plain or quoted scalar continued on the next lines.
+                below = Some((indent_of_key(prefix), value.is_empty()));
+                if value.is_empty() {
+                    return line.to_string();
                 }
                 return format!("{prefix} {MASK}");
             }
@@ -192,7 +194,7 @@ fn secret_value(line: &str) -> Option<(&str, &str)> {
     let key = key.trim_start_matches("- ").trim();
     let key = key.trim_matches(|c| c == '"' || c == '\'');
     let after = &line[colon + 1..];
-    if !SECRET_KEYS.contains(&key) || !(after.is_empty() || after.starts_with([' ', '\t'])) {
+    if !is_secret_key(key) || !(after.is_empty() || after.starts_with([' ', '\t'])) {
         return None;
     }
     Some((&line[..=colon], after))
@@ -261,5 +263,35 @@ mod tests {
         );
         assert!(d.contains("+        [REDACTED] (changed)"), "{d}");
         assert!(d.contains(" access-key-id: [REDACTED]\n"), "{d}");
+    }
+
+    #[test]
+    fn continued_secrets_and_secret_keys_in_any_case_are_masked() {
+        let old = "secret-access-key: plainfirst\n  plaincontinued\nSecret-Access-Key: casesecret1\ndbs:\n  - path: /a.db\n    replica:\n      password: \"quoted first\n        quotedcontinued\"\n      type: sftp\n";
+        let new = old
+            .replace("plaincontinued", "plaincont2")
+            .replace("casesecret1", "casesecret2")
+            .replace("quotedcontinued", "quotedcont2");
+        let d = masked_diff(old, &new, "o", "n").unwrap();
+        for secret in [
+            "plainfirst",
+            "plaincontinued",
+            "plaincont2",
+            "casesecret",
+            "quoted first",
+            "quotedcontinued",
+            "quotedcont2",
+        ] {
+            assert!(!d.contains(secret), "{secret} in\n{d}");
+        }
+        assert!(d.contains("+  [REDACTED] (changed)\n"), "{d}");
+        assert!(
+            d.contains("+Secret-Access-Key: [REDACTED] (changed)\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains("       type: sftp\n"),
+            "the block ends at its key's indent: {d}"
+        );
     }
 }

@@ -70,11 +70,46 @@ impl PrivateFile {
         &self.dir
     }
 
-    /// Its bytes now (the editor may have replaced the file by another one).
+    /// Its bytes now (the editor may have replaced the file by another one, by rename). A
+    /// symbolic link or anything but a regular file put in its place is refused, never
+    /// followed: what it points to is not what the user edited.
     pub fn read(&self) -> Result<Zeroizing<Vec<u8>>> {
-        fs::read(&self.file)
-            .map(Zeroizing::new)
-            .map_err(|e| Error::io("cannot read the edited config", &self.file, e))
+        use std::io::Read;
+        let file = &self.file;
+        let refused = |what: &str| {
+            Error::Usage(format!(
+                "the editor left {what} in place of {}: nothing saved (edit the file itself)",
+                file.display()
+            ))
+        };
+        let meta = match fs::symlink_metadata(file) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Usage(format!(
+                    "the editor removed {}: nothing saved",
+                    file.display()
+                )))
+            }
+            Err(e) => return Err(Error::io("cannot read the edited config", file, e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(refused("a symbolic link"));
+        }
+        if !meta.is_file() {
+            return Err(refused("something that is not a regular file"));
+        }
+        let mut f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(file)
+            .map_err(|e| Error::io("cannot read the edited config", file, e))?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(refused("something that is not a regular file"));
+        }
+        let mut out = Zeroizing::new(Vec::new());
+        f.read_to_end(&mut out)
+            .map_err(|e| Error::io("cannot read the edited config", file, e))?;
+        Ok(out)
     }
 
     /// Replaces its bytes (zeroing the old ones first).

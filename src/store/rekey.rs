@@ -54,6 +54,9 @@ impl ConfigStore {
         if newest != expected {
             return Ok(CheckedSave::Superseded(newest));
         }
+        // Again inside the transaction: a rekey since the first look would leave this row the
+        // only one under the old key.
+        self.same_key_as_newest_in(&tx, scope, &keys)?;
         tx.execute(
             "INSERT INTO app_config (scope, content, format, description) VALUES (?, ?, ?, ?)",
             rusqlite::params![scope, content, format, description],
@@ -61,7 +64,7 @@ impl ConfigStore {
         .map_err(|e| self.classify(e))?;
         let id = tx.last_insert_rowid();
         tx.commit()
-            .map_err(|e| self.sqlite("cannot commit to app_config", e))?;
+            .map_err(|e| self.write_failed("cannot commit to app_config", e))?;
         Ok(CheckedSave::Saved(id))
     }
 
@@ -84,7 +87,10 @@ impl ConfigStore {
         tamper: &dyn Fn(usize, &mut Vec<u8>),
     ) -> Result<usize> {
         let old = KeyRing::read(&self.key)?;
-        let new = KeyRing::read(new_key)?;
+        let new = KeyRing::read(new_key).map_err(|e| match e {
+            e if e.is_bad_input() => Error::Usage(format!("--new-key {}: {e}", new_key.display())),
+            e => e,
+        })?;
         if new.recipient().to_string() == old.recipient().to_string() {
             return Err(Error::Usage(format!(
                 "{} holds the same key as --age-key {} ({}): pass the new key file with --new-key (create one with `rip-litestream keygen --output new.key`)",
@@ -141,8 +147,43 @@ impl ConfigStore {
             .map_err(|e| self.classify(e))?;
         }
         tx.commit()
-            .map_err(|e| self.sqlite("cannot commit to app_config", e))?;
+            .map_err(|e| self.write_failed("cannot commit to app_config", e))?;
         Ok(rows.len())
+    }
+
+    /// The other scopes than `scope` with rows the store's key (`--age-key`) opens, and how
+    /// many: what still needs that key after `scope` is rekeyed (restinpieces keeps its own
+    /// config in the same table, encrypted to the same key).
+    pub fn other_scopes_under_this_key(&self, scope: &str) -> Result<Vec<(String, usize)>> {
+        let keys = KeyRing::read(&self.key)?;
+        let conn = self.connect_read()?;
+        if !has_table(&conn, &self.db)? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare("SELECT scope, content FROM app_config WHERE scope <> ? ORDER BY scope, id")
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let rows = stmt
+            .query_map([scope], |r| {
+                Ok((r.get::<_, String>(0)?, content_bytes(r.get_ref(1)?)))
+            })
+            .map_err(|e| self.sqlite("cannot read app_config", e))?;
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for row in rows {
+            let (other, content) = row.map_err(|e| self.sqlite("cannot read app_config", e))?;
+            let Ok(content) = content else { continue };
+            if !matches!(
+                crate::keys::opened_by(&content, &keys),
+                crate::keys::Opened::By(_)
+            ) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((s, n)) if *s == other => *n += 1,
+                _ => out.push((other, 1)),
+            }
+        }
+        Ok(out)
     }
 
     /// Every row of `scope` (id, content), newest first.
@@ -175,8 +216,13 @@ impl ConfigStore {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| self.classify(e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| self.sqlite("cannot configure connection", e))?;
+        // Polled every millisecond for 5 s (SQLite's own timeout sleeps up to 100 ms between
+        // tries, so an application committing back to back always has the lock again).
+        conn.busy_handler(Some(|tries| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            tries < 5000
+        }))
+        .map_err(|e| self.sqlite("cannot configure connection", e))?;
         Ok(conn)
     }
 }

@@ -457,7 +457,8 @@ fn a_rekey_reencrypts_every_generation_and_keeps_the_rest() {
     let r = env.run(["config", "rekey", "--new-key", s(&new_key)]);
     r.success()
         .stderr_has("re-encrypted 3 generation(s)")
-        .stderr_has("--age-key");
+        .stderr_has("other scopes are still under the old key")
+        .stderr_has("`other` (1 row(s))");
     let after = table(&env.db());
     assert_eq!(
         std::fs::read(&old_key).unwrap(),

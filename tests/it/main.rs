@@ -5,6 +5,7 @@ mod cli;
 mod cli_json;
 mod config_cli;
 mod config_edit;
+mod config_review;
 mod corpus;
 mod deploy;
 mod entrypoint;

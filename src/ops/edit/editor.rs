@@ -1,5 +1,5 @@
 //! The user's editor: which one (`$VISUAL`, `$EDITOR`, `vi`, split into words as a shell
-//! would), and its run on our terminal with SIGINT, SIGTERM and SIGHUP passed on to it.
+//! would), and its run on our terminal with SIGINT, SIGTERM, SIGHUP and SIGQUIT passed on to it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -94,7 +94,8 @@ pub struct EditSignals {
 }
 
 impl EditSignals {
-    /// Starts listening for SIGINT, SIGTERM and SIGHUP (in a tokio runtime).
+    /// Starts listening for SIGINT, SIGTERM, SIGHUP and SIGQUIT (in a tokio runtime); SIGQUIT
+    /// (Ctrl-\\) would otherwise end us with a core dump, the decrypted file left behind.
     pub fn new() -> Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut signals = Vec::new();
@@ -106,6 +107,7 @@ impl EditSignals {
                 "SIGTERM",
             ),
             (SignalKind::hangup(), nix::sys::signal::SIGHUP, "SIGHUP"),
+            (SignalKind::quit(), nix::sys::signal::SIGQUIT, "SIGQUIT"),
         ] {
             let s = signal(kind).map_err(|e| Error::io("cannot listen for", name, e))?;
             signals.push((s, sig, name));
@@ -115,13 +117,14 @@ impl EditSignals {
 
     /// The next signal.
     async fn next(&mut self) -> (nix::sys::signal::Signal, &'static str) {
-        let [a, b, c] = &mut self.signals[..] else {
-            unreachable!("three signals")
+        let [a, b, c, d] = &mut self.signals[..] else {
+            unreachable!("four signals")
         };
         tokio::select! {
             _ = a.0.recv() => (a.1, a.2),
             _ = b.0.recv() => (b.1, b.2),
             _ = c.0.recv() => (c.1, c.2),
+            _ = d.0.recv() => (d.1, d.2),
         }
     }
 

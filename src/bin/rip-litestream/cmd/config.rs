@@ -28,7 +28,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                     Some("yaml") => "yaml".into(),
                     _ => "yml".into(),
                 });
-            let config = LitestreamConfig::parse(&bytes, strictness(strict))?;
+            let config = parse_redacted(&bytes, strictness(strict))?;
             config.log_warnings();
             let store =
                 save.store(ConfigStore::open_or_create(db, key)?.encrypt_to(g.recipients()));
@@ -58,7 +58,7 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
         ConfigCommand::Rollback { generation, save } => {
             let store = save.store(ConfigStore::open(db, key)?.encrypt_to(g.recipients()));
             let stored = store.load(&g.scope, generation)?;
-            LitestreamConfig::parse(&stored.plaintext, Strictness::Lenient)?.log_warnings();
+            parse_redacted(&stored.plaintext, Strictness::Lenient)?.log_warnings();
             save.litestream_accepts(&stored.plaintext)?;
             let id = store.rollback_checked(&g.scope, generation, stored.id)?;
             say_saved(
@@ -87,8 +87,34 @@ pub(crate) fn config_command(g: &Global, cmd: ConfigCommand) -> Result<u8, Error
                 new_key.display(),
                 key.display()
             );
+            // The rekey is committed: a failure to look at the other scopes is only warned of.
+            let others = store
+                .other_scopes_under_this_key(&g.scope)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot tell whether other scopes still need the old key: check them with `config list --scope`");
+                    Vec::new()
+                });
+            if others.is_empty() {
+                say!(
+                    "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                    new_key.display(),
+                    key.display()
+                );
+                return Ok(0);
+            }
+            let list: Vec<String> = others
+                .iter()
+                .map(|(scope, n)| format!("`{scope}` ({n} row(s))"))
+                .collect();
+            tracing::warn!(
+                scopes = %list.join(", "),
+                "other scopes of this store are still encrypted to the old key, and restinpieces reads its own config with the same key file"
+            );
             say!(
-                "now pass --age-key {} (RIP_AGE_KEY) everywhere this store is read: supervisors, restinpieces, scripts; {} no longer opens it",
+                "other scopes are still under the old key {}: {}; do not replace it by {} alone: give readers a key file holding the new identity first and the old one after it (`cat {} {} > both.key`), or rekey those scopes too (--scope)",
+                key.display(),
+                list.join(", "),
+                new_key.display(),
                 new_key.display(),
                 key.display()
             );
@@ -170,7 +196,7 @@ fn check_generation(
 ) -> Result<u8, Error> {
     let stored = store.load(scope, generation)?;
     let (mut warnings, mut errors) = (Vec::new(), Vec::new());
-    let ours = match LitestreamConfig::parse(&stored.plaintext, strictness(strict)) {
+    let ours = match parse_redacted(&stored.plaintext, strictness(strict)) {
         Ok(config) => {
             config.log_warnings();
             warnings.extend(config.warnings().iter().cloned());
@@ -243,6 +269,31 @@ fn check_generation(
         say!("error: generation {generation} of `{scope}` is not a valid litestream config: fix it and `config save` it again");
         Ok(2)
     }
+}
+
+/// [`LitestreamConfig::parse`], its problems redacted: a secret pasted under the wrong key
+/// (`sync-interval: <the secret key>`) is not echoed in the message that rejects it.
+pub(crate) fn parse_redacted(
+    yaml: &[u8],
+    strictness: Strictness,
+) -> Result<LitestreamConfig, Error> {
+    LitestreamConfig::parse(yaml, strictness).map_err(|e| match e {
+        Error::InvalidConfig(problems) => {
+            let redactor = restinpieces_litestream::redact::Redactor::from_yaml(
+                &String::from_utf8_lossy(yaml),
+            );
+            Error::InvalidConfig(
+                problems
+                    .into_iter()
+                    .map(|p| Problem {
+                        message: redactor.redact(&p.message).into_owned(),
+                        key: p.key,
+                    })
+                    .collect(),
+            )
+        }
+        other => other,
+    })
 }
 
 impl SaveArgs {

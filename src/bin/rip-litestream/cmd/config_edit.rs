@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use restinpieces_litestream::edit::{self, EditSignals, EditorEnd, PrivateFile};
 use restinpieces_litestream::redact::Redactor;
-use restinpieces_litestream::{binary, runtime, CheckedSave, ConfigStore, Error, LitestreamConfig};
+use restinpieces_litestream::{binary, runtime, CheckedSave, ConfigStore, Error};
 use zeroize::Zeroizing;
 
 use super::config::{litestream_refusal, say_saved};
@@ -20,6 +20,11 @@ pub(crate) fn edit(
     strict: bool,
     save: &SaveArgs,
 ) -> Result<u8, Error> {
+    // No core dump (nor ptrace by another process of this user) while the plaintext is held.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot turn core dumps off for this edit");
+    }
     let base = runtime::private_base()?; // sweeps what a killed edit left
     let stored = store.load(scope, 0).map_err(|e| match e {
         Error::NotFound { .. } => Error::Usage(format!(
@@ -118,7 +123,7 @@ impl Session<'_> {
 
     /// Our verdict, then litestream's: the reasons not to save (none: it may be saved).
     async fn problems(&self, text: &[u8]) -> Result<Vec<String>, Error> {
-        match LitestreamConfig::parse(text, strictness(self.strict)) {
+        match super::config::parse_redacted(text, strictness(self.strict)) {
             Ok(config) => config.log_warnings(),
             Err(e) => return Ok(vec![e.to_string()]),
         }
