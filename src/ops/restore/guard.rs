@@ -1,10 +1,15 @@
 //! The fresh-database guard: before replication starts, no database may be replicated that
 //! would replace a good backup with a new empty file.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::binary::LitestreamBinary;
-use crate::config::{DbTarget, LitestreamConfig};
+use crate::config::{DbTarget, LitestreamConfig, Strictness};
 use crate::error::{Error, Result};
 use crate::handoff::HandoffMode;
 
@@ -19,6 +24,11 @@ use super::{replica_has_backup, restore, restored_marker, RestoreRequest};
 /// - present without litestream state while its replica holds backups: accepted when
 ///   `rip-litestream restore` put it there ([`restored_marker`]) or when its content equals the
 ///   replica's latest backup (restored by hand); refused otherwise, unless `allow_fresh_db`.
+///
+/// Every database is looked at in its own task, at most [`AT_ONCE`] at a time, each asking
+/// litestream with a config naming it alone (with the whole config when that one fails); a
+/// database whose replica is a local directory that does not exist (or is empty) holds no
+/// backup, and litestream is not asked. Every refusal is reported, in config order.
 pub async fn prepare_databases(
     bin: &LitestreamBinary,
     config: &LitestreamConfig,
@@ -27,20 +37,26 @@ pub async fn prepare_databases(
     restore_missing: bool,
     allow_fresh_db: bool,
 ) -> Result<()> {
+    // The whole config, owned by the tasks (the fallback when a config of one fails).
+    let whole = Arc::new(LitestreamConfig::parse(
+        config.yaml().as_bytes(),
+        Strictness::Lenient,
+    )?);
+    let mut single: HashMap<PathBuf, LitestreamConfig> =
+        if config.dbs().iter().any(|t| matches!(t, DbTarget::Path(_))) {
+            config.for_each_path_db().into_iter().collect()
+        } else {
+            HashMap::new()
+        };
+    let mut jobs: Vec<Job> = Vec::new();
     for target in config.dbs() {
         match target {
-            DbTarget::Path(db) => {
-                guard_one(
-                    bin,
-                    config,
-                    mode,
-                    private_parent,
-                    db,
-                    restore_missing,
-                    allow_fresh_db,
-                )
-                .await?
-            }
+            DbTarget::Path(db) => jobs.push(Job {
+                db: db.clone(),
+                one: single.remove(db).map(Arc::new),
+                whole: Some(whole.clone()),
+                restore_missing,
+            }),
             DbTarget::Dir { dir, pattern } => {
                 // litestream replicates each file of the directory to its own place in the
                 // replica, and its one-off commands do not know the files of a `dir:` entry: each
@@ -49,23 +65,127 @@ pub async fn prepare_databases(
                     let Some(one) = config.for_dir_file(dir, &db) else {
                         continue;
                     };
-                    guard_one(bin, &one, mode, private_parent, &db, false, allow_fresh_db).await?;
+                    jobs.push(Job {
+                        db,
+                        one: Some(Arc::new(one)),
+                        whole: None,
+                        restore_missing: false,
+                    });
                 }
             }
         }
     }
-    Ok(())
+    let bound = Arc::new(Semaphore::new(AT_ONCE));
+    let mut tasks = JoinSet::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let (bin, parent, bound) = (bin.clone(), private_parent.to_path_buf(), bound.clone());
+        tasks.spawn(async move {
+            let _permit = bound.acquire_owned().await;
+            (i, job.run(&bin, mode, &parent, allow_fresh_db).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(r) => results.push(r),
+            Err(e) => return Err(Error::LitestreamFailed(format!("the guard failed: {e}"))),
+        }
+    }
+    results.sort_by_key(|(i, _)| *i);
+    let mut refusals = Vec::new();
+    for (_, result) in results {
+        match result {
+            Ok(()) => {}
+            Err(Error::Usage(why)) => refusals.push(why),
+            Err(other) => return Err(other),
+        }
+    }
+    match refusals.len() {
+        0 => Ok(()),
+        _ => Err(Error::Usage(refusals.join("\n"))),
+    }
+}
+
+/// How many databases the guard looks at at once (each may run a litestream).
+pub const AT_ONCE: usize = 8;
+
+/// One database for the guard, with the configs to ask litestream about it.
+struct Job {
+    db: PathBuf,
+    /// A config naming it alone.
+    one: Option<Arc<LitestreamConfig>>,
+    /// The whole config (a `path` database): for restores, and for the listing when `one` is
+    /// missing or fails.
+    whole: Option<Arc<LitestreamConfig>>,
+    restore_missing: bool,
+}
+
+impl Job {
+    async fn run(
+        self,
+        bin: &LitestreamBinary,
+        mode: HandoffMode,
+        parent: &Path,
+        allow_fresh_db: bool,
+    ) -> Result<()> {
+        // Restores and comparisons with the config litestream replicates with; the listing
+        // (the one step every database needs) with the config of one database first.
+        let Some(config) = self.whole.as_deref().or(self.one.as_deref()) else {
+            return Ok(());
+        };
+        let has_backup = || async {
+            let Some(one) = self.one.as_deref() else {
+                return replica_has_backup(bin, config, mode, parent, &self.db).await;
+            };
+            if one.local_replica_dir().is_some_and(|d| holds_nothing(&d)) {
+                return Ok(false);
+            }
+            match replica_has_backup(bin, one, mode, parent, &self.db).await {
+                Err(e) if self.whole.is_some() => {
+                    tracing::debug!(db = %self.db.display(), error = %e, "listing with a config of one database failed: asking with the whole config");
+                    replica_has_backup(bin, config, mode, parent, &self.db).await
+                }
+                other => other,
+            }
+        };
+        let via = Via { bin, mode, parent };
+        guard_one(
+            via,
+            config,
+            &self.db,
+            self.restore_missing,
+            allow_fresh_db,
+            has_backup,
+        )
+        .await
+    }
+}
+
+/// How litestream is run for the guard.
+#[derive(Clone, Copy)]
+struct Via<'a> {
+    bin: &'a LitestreamBinary,
+    mode: HandoffMode,
+    parent: &'a Path,
+}
+
+/// True when the local replica directory `dir` does not exist or is empty: no backup there
+/// for certain. Anything else (files, an error) is for litestream to judge.
+fn holds_nothing(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(mut entries) => entries.next().is_none(),
+    }
 }
 
 /// [`prepare_databases`] for one database file, asking litestream with `config`.
 async fn guard_one(
-    bin: &LitestreamBinary,
+    via: Via<'_>,
     config: &LitestreamConfig,
-    mode: HandoffMode,
-    private_parent: &Path,
     db: &Path,
     restore_missing: bool,
     allow_fresh_db: bool,
+    has_backup: impl AsyncFnOnce() -> Result<bool>,
 ) -> Result<()> {
     if !db.exists() && restore_missing {
         let req = RestoreRequest {
@@ -73,7 +193,7 @@ async fn guard_one(
             if_replica_exists: true,
             ..RestoreRequest::default()
         };
-        let done = restore(bin, config, mode, private_parent, &req).await?;
+        let done = restore(via.bin, config, via.mode, via.parent, &req).await?;
         if done.restored {
             tracing::info!(db = %db.display(), "restored from the replica");
         } else {
@@ -89,7 +209,7 @@ async fn guard_one(
     if allow_fresh_db || (db.exists() && marker.exists()) {
         return Ok(());
     }
-    let has_backup = match replica_has_backup(bin, config, mode, private_parent, db).await {
+    let has_backup = match has_backup().await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(db = %db.display(), error = %e, "cannot tell whether the replica already holds backups; replicating anyway");
@@ -105,7 +225,7 @@ async fn guard_one(
             db = db.display()
         )));
     }
-    if equals_latest_backup(bin, config, mode, private_parent, db).await {
+    if equals_latest_backup(via.bin, config, via.mode, via.parent, db).await {
         tracing::info!(db = %db.display(), "no litestream state beside it, but it equals the replica's latest backup (restored by hand): replicating it");
         return Ok(());
     }
@@ -157,4 +277,48 @@ async fn equals_latest_backup(
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_path_database_gets_a_config_of_its_own() {
+        let yaml = "access-key-id: AK\nsocket:\n  enabled: true\n  path: /run/x.sock\ndbs:\n  - path: /d/a.db\n    replica:\n      type: file\n      path: /r/a/\n  - path: /d/b.db\n    replica:\n      url: file:///r/b\n  - path: /d/c.db\n    replica:\n      url: s3://bucket/c\n  - path: /d/e.db\n    replica:\n      path: rel/e\n  - dir: /d/t\n    pattern: \"*.db\"\n    replica:\n      type: file\n      path: /r/t\n";
+        let config = LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).unwrap();
+        let each = config.for_each_path_db();
+        let names: Vec<&Path> = each.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(
+            names,
+            ["/d/a.db", "/d/b.db", "/d/c.db", "/d/e.db"].map(Path::new)
+        );
+        for (db, one) in &each {
+            assert_eq!(one.dbs(), [DbTarget::Path(db.clone())]);
+            assert!(
+                one.socket().is_none(),
+                "no control socket for a one-off command"
+            );
+            assert!(one.yaml().contains("access-key-id"), "{}", one.yaml());
+        }
+        let dirs: Vec<Option<PathBuf>> = each.iter().map(|(_, c)| c.local_replica_dir()).collect();
+        assert_eq!(
+            dirs,
+            [Some("/r/a".into()), Some("/r/b".into()), None, None],
+            "only local replicas at an absolute path"
+        );
+        let tenant = config
+            .for_dir_file(Path::new("/d/t"), Path::new("/d/t/x.db"))
+            .unwrap();
+        assert_eq!(tenant.local_replica_dir(), Some("/r/t/x.db".into()));
+    }
+
+    #[test]
+    fn only_a_missing_or_empty_directory_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(holds_nothing(&dir.path().join("absent")));
+        assert!(holds_nothing(dir.path()));
+        std::fs::create_dir(dir.path().join("ltx")).unwrap();
+        assert!(!holds_nothing(dir.path()));
+    }
 }
