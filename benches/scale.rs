@@ -218,12 +218,13 @@ impl World {
 fn get(socket: &Path, path: &str) -> Option<String> {
     let mut s = UnixStream::connect(socket).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    // HTTP/1.0: the answer is never chunked (a long `/list` would be, to HTTP/1.1).
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_owned())
 }
 
 /// True once `GET /info` answers on `socket` (what benches/supervision.rs calls ready).
@@ -231,16 +232,34 @@ fn answers(socket: &Path) -> bool {
     get(socket, "/info").is_some()
 }
 
-/// True once litestream lists `n` databases, each synced at least once.
-fn all_synced(socket: &Path, n: usize) -> bool {
-    let Some(body) = get(socket, "/list") else {
-        return false;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
-        return false;
+/// How many databases litestream lists, and how many of them synced at least once.
+fn synced(socket: &Path) -> (usize, usize) {
+    let Some(v) =
+        get(socket, "/list").and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+    else {
+        return (0, 0);
     };
     let dbs = v["databases"].as_array().cloned().unwrap_or_default();
-    dbs.len() == n && dbs.iter().all(|d| d["last_sync_at"].is_string())
+    let done = dbs.iter().filter(|d| d["last_sync_at"].is_string()).count();
+    (dbs.len(), done)
+}
+
+/// Waits (at most `timeout`) until litestream lists `n` databases, each synced at least once;
+/// says on stderr when that did not happen (the measure goes on).
+fn wait_all_synced(socket: &Path, n: usize, timeout: Duration, what: &str) {
+    let start = Instant::now();
+    let mut last = (0, 0);
+    while start.elapsed() < timeout {
+        last = synced(socket);
+        if last == (n, n) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "{what}: after {timeout:?}, {} listed, {} synced, of {n}",
+        last.0, last.1
+    );
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -345,6 +364,7 @@ impl Pair {
 fn starts_and_stops(w: &World, samples: usize, out: &mut String, kind: &str) {
     let n = w.n;
     let timeout = Duration::from_secs(120 + n as u64 / 5);
+    let synced_timeout = Duration::from_secs(30 + n as u64 / 10);
     let (mut first, mut again, mut stops) = (Pair::default(), Pair::default(), Pair::default());
     for i in 0..samples * 2 {
         // Alternate, so drift on a shared machine hits both alike.
@@ -354,14 +374,24 @@ fn starts_and_stops(w: &World, samples: usize, out: &mut String, kind: &str) {
         let (child, socket) = w.spawn(supervised);
         wait_until("ready", timeout, || answers(&socket));
         first.push(supervised, start.elapsed().as_secs_f64() * 1000.0);
-        wait_until("every database synced", timeout, || all_synced(&socket, n));
+        wait_all_synced(
+            &socket,
+            n,
+            synced_timeout,
+            &format!("first start, supervised {supervised}"),
+        );
         stop(child);
         // Again, with litestream's state and the replicas there (a restart, a deploy).
         let start = Instant::now();
         let (child, socket) = w.spawn(supervised);
         wait_until("ready", timeout, || answers(&socket));
         again.push(supervised, start.elapsed().as_secs_f64() * 1000.0);
-        wait_until("every database synced", timeout, || all_synced(&socket, n));
+        wait_all_synced(
+            &socket,
+            n,
+            synced_timeout,
+            &format!("restart, supervised {supervised}"),
+        );
         stops.push(supervised, stop(child).as_secs_f64() * 1000.0);
     }
     out.push_str(&first.row(n, kind, "first start to ready", "ms"));
@@ -372,13 +402,13 @@ fn starts_and_stops(w: &World, samples: usize, out: &mut String, kind: &str) {
 /// Idle memory and CPU side by side, then `status --json` against `litestream list -json`.
 fn idle_and_status(ws: &World, wb: &World, idle: Duration, out: &mut String, kind: &str) {
     let n = ws.n;
-    let timeout = Duration::from_secs(120 + n as u64 / 5);
+    let timeout = Duration::from_secs(30 + n as u64 / 10);
     ws.fresh();
     wb.fresh();
     let (sup, sup_socket) = ws.spawn_supervised();
     let (bare, bare_socket) = wb.spawn_bare();
-    wait_until("supervised synced", timeout, || all_synced(&sup_socket, n));
-    wait_until("bare synced", timeout, || all_synced(&bare_socket, n));
+    wait_all_synced(&sup_socket, n, timeout, "idle, supervised");
+    wait_all_synced(&bare_socket, n, timeout, "idle, bare");
     let child = child_of(sup.id());
     std::thread::sleep(Duration::from_secs(3)); // settle: the measured window starts idle
     let (s0, c0, b0) = (cpu_ns(sup.id()), cpu_ns(child), cpu_ns(bare.id()));
@@ -441,23 +471,32 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let idle = Duration::from_secs(if quick() { 10 } else { 30 });
-    let mut out = String::new();
-    out.push_str("| databases | config | measure | supervised (rip-litestream) | bare litestream | ratio |\n");
-    out.push_str("|---|---|---|---|---|---|\n");
+    let min: usize = std::env::var("BENCH_SCALE_MIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    println!(
+        "| databases | config | measure | supervised (rip-litestream) | bare litestream | ratio |"
+    );
+    println!("|---|---|---|---|---|---|");
     let t = Instant::now();
-    for n in [1, 10, 100, 1000].into_iter().filter(|n| *n <= max) {
+    for n in [1, 10, 100, 1000]
+        .into_iter()
+        .filter(|n| (min..=max).contains(n))
+    {
         for (kind, name) in [(Kind::Path, "`path:`"), (Kind::Dir, "`dir:`")] {
             let samples = match (quick(), n) {
                 (true, _) => 3,
-                (false, 1000) => 5,
+                (false, 1000) => 3,
                 _ => 9,
             };
+            let mut out = String::new();
             let w = World::new(n, kind);
             starts_and_stops(&w, samples, &mut out, name);
             let wb = World::new(n, kind);
             idle_and_status(&w, &wb, idle, &mut out, name);
+            print!("{out}");
             eprintln!("{n} databases, {name} done ({:.0?})", t.elapsed());
         }
     }
-    println!("{out}");
 }
