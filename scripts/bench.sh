@@ -3,8 +3,8 @@
 # throughput, restart latency, replication lag) and the config load (criterion). Prints the
 # Markdown tables BENCHMARKS.md is made of. About 5 minutes on 2 cores; BENCH_QUICK=1 for a
 # shorter smoke run. Then the scale table (1, 10, 100, 1000 databases, `path:` and `dir:`
-# configs): about 25 minutes more on 2 cores in full; BENCH_SCALE_MAX=100 stops at 100 databases
-# (a few minutes), BENCH_SCALE_MAX=0 leaves it out.
+# configs): about 17 minutes more on 2 cores in full; BENCH_SCALE_MAX=100 stops at 100 databases
+# (about 8 minutes), BENCH_SCALE_MAX=0 leaves it out.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
