@@ -201,6 +201,77 @@ impl LitestreamConfig {
         LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient).ok()
     }
 
+    /// A config for each `path` database, naming that database alone (the other keys as they
+    /// are, the control socket left out), in config order: for one-off litestream commands,
+    /// which then read one database entry instead of all of them. Only ever given to `ltx`, never
+    /// to `replicate` (which reads the user's own bytes). Empty when the YAML cannot be read
+    /// anew; a database missing from the answer is asked about with the whole config.
+    pub fn for_each_path_db(&self) -> Vec<(PathBuf, Self)> {
+        use document::{Node, Value};
+        let Some(Value::Map(top)) = document::parse(&self.yaml)
+            .ok()
+            .and_then(|d| d.root)
+            .map(|r| r.value)
+        else {
+            return Vec::new();
+        };
+        let Some(entries) = top
+            .iter()
+            .find(|(k, _)| k == "dbs")
+            .and_then(|(_, v)| v.as_seq())
+        else {
+            return Vec::new();
+        };
+        let mut rest: Vec<(String, Node)> = top
+            .iter()
+            .filter(|(k, _)| k != "socket" && k != "dbs")
+            .cloned()
+            .collect();
+        rest.push(("dbs".into(), Node::map(Vec::new())));
+        let mut out = Vec::new();
+        for entry in entries {
+            let Some(path) = entry.get("path").and_then(Node::text) else {
+                continue;
+            };
+            let mut top = rest.clone();
+            if let Some(last) = top.last_mut() {
+                last.1.value = Value::Seq(vec![entry.clone()]);
+            }
+            let yaml = document::to_yaml(&Node::map(top));
+            if let Ok(one) = LitestreamConfig::parse(yaml.as_bytes(), Strictness::Lenient) {
+                out.push((crate::runtime::litestream_path(path), one));
+            }
+        }
+        out
+    }
+
+    /// The directory of the first database's replica when it is a local `file` replica at an
+    /// absolute path (`type: file` or no type, or a `file://` URL), as litestream writes it;
+    /// `None` for any other replica, or when that cannot be told for certain.
+    pub fn local_replica_dir(&self) -> Option<PathBuf> {
+        use document::Node;
+        let root = document::parse(&self.yaml).ok()?.root?;
+        let entry = root.get("dbs")?.as_seq()?.first()?.clone();
+        let replica = match (entry.get("replica"), entry.get("replicas")) {
+            (Some(r), _) => r.clone(),
+            (None, Some(rs)) => rs.as_seq()?.first()?.clone(),
+            _ => return None,
+        };
+        let text = |key: &str| {
+            replica
+                .get(key)
+                .and_then(Node::text)
+                .filter(|t| !t.is_empty())
+        };
+        let path = match (text("url"), text("type")) {
+            (Some(url), _) => url.strip_prefix("file://")?.to_owned(),
+            (None, None | Some("file")) => text("path")?.to_owned(),
+            (None, Some(_)) => return None,
+        };
+        (path.starts_with('/') && !path.contains(['?', '#']))
+            .then(|| crate::runtime::litestream_path(&path))
+    }
+
     /// The `path` database that `arg` names (compared as litestream reads paths), a file under
     /// one of its `dir:` entries, or, when `arg` is absent, the only `path` database. What a
     /// command acts on is named this way, never by the store's `--db`.

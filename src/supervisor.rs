@@ -345,6 +345,7 @@ impl Litestream {
             guard: (!following).then(crate::wal_guard::WalGuard::default),
             lock_misses: Default::default(),
             lock_warned: Default::default(),
+            poll_memo: Default::default(),
             stop_requested: false,
         };
         self.task = Some(tokio::spawn(crate::health::beating(supervisor.run())));

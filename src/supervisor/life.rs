@@ -224,7 +224,7 @@ impl Supervisor {
     /// The status poll: each database's sync and read lock (a follower: its copy's position).
     pub(super) async fn poll(&mut self, control: &Option<ControlClient>, pid: u32) {
         if let Some(c) = control {
-            if let Some(dbs) = poll_databases(c, pid).await {
+            if let Some(dbs) = poll_databases(c, pid, &mut self.poll_memo).await {
                 let dbs = self.judge_read_locks(dbs, pid);
                 self.set(|s| s.databases = dbs);
             }

@@ -50,6 +50,8 @@ pub(super) struct Supervisor {
     pub lock_misses: std::collections::HashSet<String>,
     /// Databases whose lost read lock was logged already.
     pub lock_warned: std::collections::HashSet<String>,
+    /// What the status polls learnt, so unchanged databases are not asked again.
+    pub poll_memo: super::socket::PollMemo,
     /// A stop was requested: whatever litestream is doing, nothing is started again except to
     /// sync once.
     pub stop_requested: bool,

@@ -5,13 +5,14 @@
 //! that request ends litestream's WAL read transaction for good
 //! ([`ControlClient::sync_local`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::control::ControlClient;
+use crate::control::{ControlClient, Synced};
 use crate::status::{DbStatus, Status};
 use crate::wal_guard::WalGuard;
 
@@ -42,20 +43,84 @@ pub(super) async fn write_status_file(mut rx: watch::Receiver<Status>, path: Pat
 /// How often the databases' last sync is read over the control socket while ready.
 pub(super) const POLL_EVERY: Duration = Duration::from_secs(2);
 
+/// How many polls in a row may reuse a database's positions while its files did not change:
+/// then it is asked again all the same.
+const REUSE_AT_MOST: u32 = 15;
+
+/// What the previous polls learnt of each database, so one whose files did not change since
+/// is not asked again: at a thousand databases, a `/sync` each every poll costs litestream
+/// more than its own replication does when idle.
+#[derive(Debug, Default)]
+pub(super) struct PollMemo {
+    /// The litestream these answers came from.
+    pid: u32,
+    /// Per database: its files' sizes and modification times when it was asked, what it
+    /// answered, and how many polls reused that since.
+    seen: HashMap<String, (Stamp, Synced, u32)>,
+}
+
+/// Size and modification time of a database and of its WAL: while both stay the same, no
+/// transaction was written, and litestream's local position cannot have moved.
+type Stamp = [Option<(u64, SystemTime)>; 2];
+
+fn stamp(db: &str) -> Stamp {
+    let of = |p: &str| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    };
+    [of(db), of(&format!("{db}-wal"))]
+}
+
+impl PollMemo {
+    /// The positions of `path` from an earlier poll, when they can stand: the same litestream,
+    /// the same files, the replica caught up with the local position, and not reused too often.
+    fn reuse(&mut self, pid: u32, path: &str, now: &Stamp) -> Option<Synced> {
+        if self.pid != pid {
+            self.pid = pid;
+            self.seen.clear();
+        }
+        let (then, synced, reused) = self.seen.get_mut(path)?;
+        let caught_up =
+            matches!((synced.txid, synced.replicated_txid), (Some(t), Some(r)) if r >= t);
+        if then != now || !caught_up || *reused >= REUSE_AT_MOST {
+            return None;
+        }
+        *reused += 1;
+        Some(*synced)
+    }
+}
+
 /// Each database's last sync (`/list`), local and replicated transaction (a `/sync` without
-/// `wait`, which keeps litestream's WAL read lock), and whether litestream holds that lock (pid
-/// `pid`); `None` when litestream does not answer in time (with an unreachable S3 replica
-/// `/list` hangs: the old values stay, and age into "stalled").
-pub(super) async fn poll_databases(control: &ControlClient, pid: u32) -> Option<Vec<DbStatus>> {
+/// `wait`, which keeps litestream's WAL read lock; skipped, the earlier answer kept, while the
+/// database's files did not change and its replica had caught up: [`PollMemo`]), and whether
+/// litestream holds that lock (pid `pid`); `None` when litestream does not answer in time (with
+/// an unreachable S3 replica `/list` hangs: the old values stay, and age into "stalled").
+pub(super) async fn poll_databases(
+    control: &ControlClient,
+    pid: u32,
+    memo: &mut PollMemo,
+) -> Option<Vec<DbStatus>> {
     let list = control.get("/list", Duration::from_secs(1)).await.ok()?;
     let locks = crate::wal_guard::read_locks(pid);
     let mut dbs = Vec::new();
     for d in list["databases"].as_array()? {
         let path = d["path"].as_str().unwrap_or_default().to_string();
-        let synced = control
-            .sync_local(&path, Duration::from_millis(500))
-            .await
-            .ok();
+        let now = stamp(&path);
+        let synced = match memo.reuse(pid, &path, &now) {
+            Some(synced) => Some(synced),
+            None => {
+                let answer = control
+                    .sync_local(&path, Duration::from_millis(500))
+                    .await
+                    .ok();
+                match answer {
+                    Some(a) => memo.seen.insert(path.clone(), (now, a, 0)),
+                    None => memo.seen.remove(&path),
+                };
+                answer
+            }
+        };
         dbs.push(DbStatus {
             last_sync_at: d["last_sync_at"]
                 .as_str()
@@ -67,6 +132,7 @@ pub(super) async fn poll_databases(control: &ControlClient, pid: u32) -> Option<
             path,
         });
     }
+    memo.seen.retain(|p, _| dbs.iter().any(|d| &d.path == p));
     Some(dbs)
 }
 
@@ -183,4 +249,44 @@ pub(super) async fn sync_all(
     tokio::time::timeout(budget, work)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {budget:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_reused_only_while_nothing_changed_and_the_replica_caught_up() {
+        let t = SystemTime::UNIX_EPOCH;
+        let files: Stamp = [Some((4096, t)), Some((8272, t))];
+        let caught_up = Synced {
+            txid: Some(7),
+            replicated_txid: Some(7),
+        };
+        let mut memo = PollMemo::default();
+        assert!(memo.reuse(10, "/a.db", &files).is_none(), "never asked yet");
+        memo.seen.insert("/a.db".into(), (files, caught_up, 0));
+        assert_eq!(memo.reuse(10, "/a.db", &files).unwrap().txid, Some(7));
+        let written: Stamp = [Some((4096, t)), Some((12392, t))];
+        assert!(memo.reuse(10, "/a.db", &written).is_none(), "the WAL grew");
+        for _ in 1..REUSE_AT_MOST {
+            assert!(memo.reuse(10, "/a.db", &files).is_some());
+        }
+        assert!(
+            memo.reuse(10, "/a.db", &files).is_none(),
+            "asked again after {REUSE_AT_MOST} reuses"
+        );
+        let behind = Synced {
+            txid: Some(8),
+            replicated_txid: Some(7),
+        };
+        memo.seen.insert("/a.db".into(), (files, behind, 0));
+        assert!(memo.reuse(10, "/a.db", &files).is_none(), "replica behind");
+        memo.seen.insert("/a.db".into(), (files, caught_up, 0));
+        assert!(
+            memo.reuse(11, "/a.db", &files).is_none(),
+            "another litestream"
+        );
+        assert!(memo.seen.is_empty());
+    }
 }

@@ -23,6 +23,7 @@ mod reliability;
 mod reload;
 mod replication;
 mod s3;
+mod scale;
 mod separate_store;
 mod signals;
 mod supervise;
