@@ -19,3 +19,4 @@ mod separate_store;
 mod signals;
 mod supervise;
 mod support;
+mod verify_busy;
