@@ -2,7 +2,7 @@
 # The benchmarks: the supervisor next to bare litestream (start to ready, memory, idle CPU, log
 # throughput, restart latency, replication lag) and the config load (criterion). Prints the
 # Markdown tables BENCHMARKS.md is made of. About 5 minutes on 2 cores; BENCH_QUICK=1 for a
-# shorter smoke run.
+# shorter smoke run. BENCH_BIG=1 (or BENCH_BIG_SIZES="100M 1G") adds scripts/bench-big.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,3 +17,8 @@ echo "|---|---|"
 cargo bench --locked --bench config_load 2>/dev/null | awk '
   /^config load/ { name = $0; sub(/ \(open.*/, "", name) }
   /time:/ { gsub(/[\[\]]/, ""); printf "| %s | %s %s (%s %s – %s %s) |\n", name, $4, $5, $2, $3, $6, $7 }'
+# Big databases (verify and restore on 100 MB and 1 GB databases): opt-in, several minutes.
+if [ -n "${BENCH_BIG:-}${BENCH_BIG_SIZES:-}" ]; then
+  echo
+  "$root/scripts/bench-big.sh"
+fi

@@ -115,6 +115,7 @@ async fn pinned(ctx: &Ctx<'_>, control: &ControlClient) -> Result<VerifyReport> 
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
     };
+    tracing::debug!(db = %ctx.db.display(), txid, pages = live.pages, "verify: the live database pinned");
     // 2. The replica holds it.
     if let Err(reached) = replicated(control, &name, txid, ctx.deadline).await {
         return Ok(ctx.report(
@@ -127,6 +128,7 @@ async fn pinned(ctx: &Ctx<'_>, control: &ControlClient) -> Result<VerifyReport> 
             Some(txid),
         ));
     }
+    tracing::debug!(db = %ctx.db.display(), txid, "verify: the replica holds the pinned transaction");
     // 3. Restored exactly there, the same pages.
     let (got, image) = match restored_copy(ctx, Some(txid), live.page_size).await? {
         Copy::Restored {
@@ -138,6 +140,7 @@ async fn pinned(ctx: &Ctx<'_>, control: &ControlClient) -> Result<VerifyReport> 
             return Ok(ctx.report(Outcome::Failed, reason, got, Some(txid)))
         }
     };
+    tracing::debug!(db = %ctx.db.display(), txid, "verify: restored and hashed");
     if got != Some(txid) {
         return Ok(ctx.report(
             Outcome::Failed,
