@@ -135,7 +135,10 @@ impl Held {
         if frames == 0 {
             return Ok(Err("litestream's transaction covers no WAL frame".into()));
         }
-        let wal = File::open(&wal_path).map_err(|e| io(&wal_path, e))?;
+        let wal = match File::open(&wal_path) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err(format!("cannot open {}: {e}", wal_path.display()))),
+        };
         let mut reader = BufReader::with_capacity(1 << 20, &wal);
         let mut header = [0u8; 32];
         reader
