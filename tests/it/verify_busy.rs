@@ -119,3 +119,39 @@ fn verify_is_never_ok_when_the_replica_lost_its_newest_files() {
         assert!(rows(&out).len() < rows(&env.db()).len(), "{report}");
     }
 }
+
+#[test]
+fn verify_is_never_ok_while_the_replica_stops_receiving_and_the_writer_goes_on() {
+    let env = TestEnv::new();
+    insert(&env.db(), 0, 200);
+    save_config(&env, &config_yaml(&env, "", ""));
+    let mut sup = run_bg(&env, &[]);
+    wait_ready(&env);
+    let writer = Writer::start(env.db(), 1000);
+    let replica = env.path("replica");
+    crate::support::wait_for("a backup in the replica", LONG, || {
+        !ltx_files(&replica).is_empty()
+    });
+    // The replica's place becomes a plain file: litestream lives on, its uploads fail.
+    let moved = env.path("replica.moved");
+    std::fs::rename(&replica, &moved).unwrap();
+    std::fs::write(&replica, b"not a directory").unwrap();
+    let (code, report) = verify_json(&env, "5s");
+    let written = writer.finish();
+    assert_eq!(report["outcome"], "inconclusive", "{report}");
+    assert_eq!(code, 3, "{report}");
+    // Once the replica is back, the rows written meanwhile reach it and verify is ok.
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::rename(&moved, &replica).unwrap();
+    let (code, report) = verify_json(&env, "30s");
+    assert_eq!(
+        (code, &report["outcome"]),
+        (0, &serde_json::json!("ok")),
+        "{report}"
+    );
+    sup.signal("TERM");
+    assert_eq!(sup.wait_code(LONG), Some(0));
+    let out = env.path("restored.db");
+    restore(&replica, &out);
+    assert_eq!(rows(&out).len() as i64, 200 + written - 1000);
+}
