@@ -5,7 +5,8 @@
 Per size: wall time and peak RSS (VmHWM, sampled every 10 ms over the whole process tree, so
 rip-litestream and its litestream children separately), BENCH_BIG_SAMPLES runs each (default 3;
 min-median-max); then one verify under a writer on SQLite's defaults, sampling the live
-database's -wal size (max during verify, against the same writer without verify).
+database's -wal size (max during verify, against the same writer without verify); and GET
+/healthz every 20 ms while `run --verify-every 1s` verifies, against a `run` without it.
 Prints Markdown rows. Called by scripts/bench-big.sh (which builds the release binary).
 """
 
@@ -124,6 +125,34 @@ class Writer:
         return self.commits
 
 
+def healthz(port, seconds):
+    """GET /healthz every 20 ms for `seconds`: (latencies in ms, status codes seen)."""
+    import socket
+    lat, codes = [], set()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.monotonic()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            codes.add(int(data.split()[1]))
+            lat.append((time.monotonic() - t) * 1000)
+        except OSError:
+            codes.add("no answer")
+        time.sleep(0.02)
+    return lat, codes
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def spread(values, unit, fmt="{:.2f}"):
     values = sorted(values)
     med = statistics.median(values)
@@ -209,6 +238,24 @@ def run_size(label, size):
             time.sleep(0.01)
         baseline_peak = peak[0]
         commits = w.finish()
+        # The health endpoint while `run --verify-every` verifies, against without.
+        os.killpg(daemon.pid, 15)
+        daemon.wait()
+        port = free_port()
+        daemon = subprocess.Popen([RIP, "run", "--health-addr", f"127.0.0.1:{port}"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        while not healthz(port, 0.05)[0]:
+            time.sleep(0.1)
+        quiet, quiet_codes = healthz(port, 5)
+        os.killpg(daemon.pid, 15)
+        daemon.wait()
+        daemon = subprocess.Popen([RIP, "run", "--health-addr", f"127.0.0.1:{port}",
+                                   "--verify-every", "1s"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        while not healthz(port, 0.05)[0]:
+            time.sleep(0.1)
+        during, during_codes = healthz(port, min(max(2 * s_busy, 5), 20))
     finally:
         os.killpg(daemon.pid, 15)
         daemon.wait()
@@ -223,6 +270,9 @@ def run_size(label, size):
         f"| {label}: restore, peak RSS | rip-litestream {spread([mib(x) for x in res_rip], 'MiB', '{:.1f}')[1]}; its litestream {spread([mib(x) for x in res_ls], 'MiB', '{:.1f}')[1]} | (as above) | |",
         f"| {label}: verify under a writer on SQLite's defaults | {s_busy:.2f} s, `{text.strip().split(': ')[1]}`; {busy_commits} commits meanwhile; -wal peak {verify_peak / (1 << 20):.1f} MiB | the same writer without verify: -wal peak {baseline_peak / (1 << 20):.1f} MiB ({commits} commits in all) | |",
     ]
+    rows.append(
+        f"| {label}: GET /healthz every 20 ms under `run --verify-every 1s` | {spread(during, 'ms')[1]}, max {max(during):.1f} ms, status {sorted(map(str, during_codes))} | without --verify-every: {spread(quiet, 'ms')[1]}, max {max(quiet):.1f} ms, status {sorted(map(str, quiet_codes))} | {statistics.median(during) / statistics.median(quiet):.2f} |"
+    )
     info = f"{label}: database {db_mib:.0f} MiB, made in {made:.0f} s, first snapshot + verify {first:.0f} s"
     shutil.rmtree(d, ignore_errors=True)
     return info, rows
