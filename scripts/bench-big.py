@@ -245,7 +245,7 @@ def run_size(label, size):
         daemon = subprocess.Popen([RIP, "run", "--health-addr", f"127.0.0.1:{port}"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
-        while not healthz(port, 0.05)[0]:
+        while 200 not in healthz(port, 0.05)[1]:
             time.sleep(0.1)
         quiet, quiet_codes = healthz(port, 5)
         os.killpg(daemon.pid, 15)
@@ -253,7 +253,7 @@ def run_size(label, size):
         daemon = subprocess.Popen([RIP, "run", "--health-addr", f"127.0.0.1:{port}",
                                    "--verify-every", "1s"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)
-        while not healthz(port, 0.05)[0]:
+        while 200 not in healthz(port, 0.05)[1]:
             time.sleep(0.1)
         during, during_codes = healthz(port, min(max(2 * s_busy, 5), 20))
     finally:

@@ -18,11 +18,10 @@
 //!    one sequential read of the database (the WAL can grow meanwhile; BENCHMARKS.md "Big
 //!    databases" has the figures), never the restore.
 //!
-//! [`file_image`] hashes a restored copy the same way: equal images are byte-identical pages.
+//! [`file_image`] hashes a restored copy the same way: equal images are the same pages (up to a
+//! 64-bit hash).
 
-use std::collections::hash_map::DefaultHasher;
 use std::fs::File;
-use std::hash::Hasher;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -194,7 +193,7 @@ impl Held {
         let on_disk = db_file.metadata().map_err(|e| io(&self.db, e))?.len() / ps;
         let mut db_pages = BufReader::with_capacity(1 << 20, &db_file);
         let mut page = vec![0u8; ps as usize];
-        let mut hasher = DefaultHasher::new();
+        let mut hasher = PageHash::default();
         for pgno in 1..=at.commit as u64 {
             let from_wal = newest.get(pgno as usize).copied().unwrap_or(0);
             if pgno <= on_disk {
@@ -211,14 +210,13 @@ impl Held {
                     .map_err(|e| io(&wal_path, e))?;
             }
             if pgno != lock_page(ps) {
-                hasher.write_u64(pgno);
-                hasher.write(&page);
+                hasher.page(pgno, &page);
             }
         }
         Ok(Ok(Image {
             page_size: at.page_size,
             pages: at.commit,
-            hash: hasher.finish(),
+            hash: hasher.0,
         }))
     }
 }
@@ -231,19 +229,41 @@ pub fn file_image(path: &Path, page_size: u32) -> Result<Image> {
     let pages = file.metadata().map_err(io)?.len() / ps;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut page = vec![0u8; page_size as usize];
-    let mut hasher = DefaultHasher::new();
+    let mut hasher = PageHash::default();
     for pgno in 1..=pages {
         reader.read_exact(&mut page).map_err(io)?;
         if pgno != lock_page(ps) {
-            hasher.write_u64(pgno);
-            hasher.write(&page);
+            hasher.page(pgno, &page);
         }
     }
     Ok(Image {
         page_size,
         pages: u32::try_from(pages).unwrap_or(u32::MAX),
-        hash: hasher.finish(),
+        hash: hasher.0,
     })
+}
+
+/// A 64-bit hash of numbered pages, fast enough to be a small part of a restore (with std's
+/// SipHash, verify took 2.2 s where the restore takes 1.6 s at 110 MB). Each step is a bijection
+/// of the state for a given word and injective in the word for a given state, so pages that
+/// differ in one 8-byte word always hash differently; not meant to resist a forger, only to see
+/// a backup that is not the database.
+#[derive(Default)]
+struct PageHash(u64);
+
+impl PageHash {
+    fn step(h: u64, word: u64) -> u64 {
+        let h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^ (h >> 29)
+    }
+
+    fn page(&mut self, pgno: u64, page: &[u8]) {
+        let mut h = Self::step(self.0, pgno);
+        for word in page.chunks_exact(8) {
+            h = Self::step(h, u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        }
+        self.0 = h;
+    }
 }
 
 /// The page holding SQLite's lock bytes (at 1 GiB), never written by SQLite nor litestream.
@@ -343,5 +363,25 @@ mod tests {
         std::fs::write(&wal, bytes).unwrap();
         let why = hold(&db).unwrap().image_at(&state, 7).unwrap().unwrap_err();
         assert!(why.contains("checksum"), "{why}");
+    }
+
+    #[test]
+    fn one_changed_word_or_a_moved_page_changes_the_hash() {
+        let page = vec![7u8; 4096];
+        let hash = |pages: &[(u64, &[u8])]| {
+            let mut h = PageHash::default();
+            for (n, p) in pages {
+                h.page(*n, p);
+            }
+            h.0
+        };
+        let base = hash(&[(1, &page), (2, &page)]);
+        for at in [0, 8, 2048, 4088] {
+            let mut other = page.clone();
+            other[at] ^= 0x80;
+            assert_ne!(hash(&[(1, &page), (2, &other)]), base, "byte {at}");
+        }
+        assert_ne!(hash(&[(1, &page), (3, &page)]), base);
+        assert_eq!(hash(&[(1, &page), (2, &page)]), base);
     }
 }

@@ -193,11 +193,18 @@ async fn pin_once(
         )
         .await;
     let txid = match synced {
-        Ok(s) => match s.txid {
-            Some(t) => t,
-            None => return Ok(Err("litestream's sync named no transaction".into())),
-        },
-        Err(e) => return Ok(Err(format!("litestream did not sync: {e}"))),
+        Ok(s) => s
+            .txid
+            .ok_or_else(|| "litestream's sync named no transaction".to_string()),
+        Err(e) => Err(format!("litestream did not sync: {e}")),
+    };
+    let txid = match txid {
+        Ok(t) => t,
+        Err(why) => {
+            // Closing a connection is SQLite work too: not on an async worker.
+            drop(tokio::task::spawn_blocking(move || drop(held)));
+            return Ok(Err(why));
+        }
     };
     let dir = state_dir.to_path_buf();
     let image = blocking(move || held.image_at(&dir, txid)).await?;
