@@ -2,8 +2,8 @@
 # Big databases: `rip-litestream verify` and `restore` against bare `litestream restore` + one
 # `PRAGMA integrity_check`, with a file replica (scripts/bench-big.py does the measuring).
 # BENCH_BIG_SIZES picks the sizes (default "100M 1G"), BENCH_BIG_SAMPLES the runs per measure
-# (default 3). Run time on 2 cores: about 1 minute for 100M, about 6 for 1G (mostly making the
-# database and litestream's first snapshot of it); 5G adds about half an hour. Needs about 4x
+# (default 3). Run time on 2 cores: about 1 minute for 100M, about 8 for 1G (mostly making the
+# database and litestream's first snapshot of it); 5G adds about 40 minutes. Needs about 4x
 # the largest size free under target/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
