@@ -4,7 +4,8 @@
 # Markdown tables BENCHMARKS.md is made of. About 5 minutes on 2 cores; BENCH_QUICK=1 for a
 # shorter smoke run. Then the scale table (1, 10, 100, 1000 databases, `path:` and `dir:`
 # configs): about 17 minutes more on 2 cores in full; BENCH_SCALE_MAX=100 stops at 100 databases
-# (about 8 minutes), BENCH_SCALE_MAX=0 leaves it out.
+# (about 8 minutes), BENCH_SCALE_MAX=0 leaves it out. BENCH_BIG=1 (or BENCH_BIG_SIZES="100M 1G")
+# adds scripts/bench-big.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -22,4 +23,9 @@ cargo bench --locked --bench config_load 2>/dev/null | awk '
 if [ "${BENCH_SCALE_MAX:-1000}" -gt 0 ]; then
   echo
   cargo bench --locked --bench scale 2>/dev/null
+fi
+# Big databases (verify and restore on 100 MB and 1 GB databases): opt-in, several minutes.
+if [ -n "${BENCH_BIG:-}${BENCH_BIG_SIZES:-}" ]; then
+  echo
+  "$root/scripts/bench-big.sh"
 fi

@@ -28,3 +28,4 @@ mod separate_store;
 mod signals;
 mod supervise;
 mod support;
+mod verify_busy;
