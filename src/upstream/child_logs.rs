@@ -10,10 +10,12 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+mod queue;
 
 /// How many of litestream's last lines are kept for crash reports.
 pub const KEPT_LINES: usize = 50;
@@ -109,7 +111,7 @@ pub struct LogForwarder {
     mode: LogMode,
     redactor: Arc<std::sync::RwLock<crate::redact::Redactor>>,
     state: Arc<LogState>,
-    tx: Option<SyncSender<(Stream, String)>>,
+    tx: Option<queue::Sender<(Stream, String)>>,
 }
 
 impl LogForwarder {
@@ -118,7 +120,7 @@ impl LogForwarder {
     pub fn new(mode: LogMode, redactor: crate::redact::Redactor) -> Self {
         let state = Arc::new(LogState::default());
         let tx = (mode != LogMode::Inherit).then(|| {
-            let (tx, rx) = sync_channel(QUEUE);
+            let (tx, rx) = queue::bounded(QUEUE);
             let writer_state = state.clone();
             std::thread::Builder::new()
                 .name("litestream-logs".into())
@@ -188,7 +190,12 @@ impl LogForwarder {
 
 /// The writer thread: blocks on our stderr so that nobody else has to. With `journal` (stderr is
 /// the journal stream), each verbatim line starts with the sd-daemon priority of its level.
-fn write_lines(mode: LogMode, journal: bool, rx: Receiver<(Stream, String)>, state: &LogState) {
+fn write_lines(
+    mode: LogMode,
+    journal: bool,
+    rx: queue::Receiver<(Stream, String)>,
+    state: &LogState,
+) {
     let mut reported = 0;
     let stderr = std::io::stderr();
     while let Ok(first) = rx.recv() {
