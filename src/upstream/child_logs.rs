@@ -199,11 +199,14 @@ fn write_lines(
     let mut reported = 0;
     let stderr = std::io::stderr();
     while let Ok(first) = rx.recv() {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stderr.lock());
+        // stderr stays locked for a batch of verbatim lines only: in tracing mode our own
+        // subscriber's writer needs it for the very events this loop emits.
+        let mut out = (mode == LogMode::Verbatim)
+            .then(|| std::io::BufWriter::with_capacity(64 * 1024, stderr.lock()));
         let mut next = Some(first);
         while let Some((stream, line)) = next {
-            match mode {
-                LogMode::Verbatim => {
+            match (mode, out.as_mut()) {
+                (LogMode::Verbatim, Some(out)) => {
                     if journal {
                         let prefix = crate::journal::journal_priority(&line_level(&line));
                         let _ = out.write_all(prefix.as_bytes());
@@ -211,13 +214,14 @@ fn write_lines(
                     let _ = out.write_all(line.as_bytes());
                     let _ = out.write_all(b"\n");
                 }
-                LogMode::Tracing => emit(stream, &line),
-                LogMode::Inherit => {}
+                (LogMode::Tracing, _) => emit(stream, &line),
+                _ => {}
             }
             next = rx.try_recv().ok();
         }
-        let _ = out.flush();
-        drop(out);
+        if let Some(mut out) = out {
+            let _ = out.flush();
+        }
         let dropped = state.dropped();
         if dropped > reported {
             tracing::warn!(
