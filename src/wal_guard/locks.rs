@@ -38,17 +38,22 @@ pub(crate) fn read_locks(pid: u32) -> Option<HashSet<FileId>> {
 }
 
 pub(super) fn parse_locks(text: &str, pid: u32) -> HashSet<FileId> {
+    // Every poll reads the whole table (every lock of every process, thousands of lines beside
+    // a litestream with many databases): fields are taken one by one, and a line of another
+    // process is left at its pid, before anything is parsed or allocated.
+    let pid = pid.to_string();
     let mut out = HashSet::new();
     for line in text.lines() {
-        // "1: POSIX  ADVISORY  READ 1234 08:01:5678 123 123" ("->" marks a waiter).
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 8 || f.get(1) != Some(&"POSIX") || f.contains(&"->") {
+        // "1: POSIX  ADVISORY  READ 1234 08:01:5678 123 123"; a waiter's line reads
+        // "1: -> POSIX ...", so its second field is not POSIX.
+        let mut f = line.split_whitespace();
+        if f.nth(1) != Some("POSIX") || f.nth(2) != Some(pid.as_str()) {
             continue;
         }
-        if f[4].parse::<u32>().ok() != Some(pid) {
+        let (Some(id), Some(start), Some(end)) = (f.next(), f.next(), f.next()) else {
             continue;
-        }
-        let (Ok(start), end) = (f[6].parse::<u64>(), f[7]) else {
+        };
+        let Ok(start) = start.parse::<u64>() else {
             continue;
         };
         let end = if end == "EOF" {
@@ -59,14 +64,16 @@ pub(super) fn parse_locks(text: &str, pid: u32) -> HashSet<FileId> {
         if end < 123 || start > 127 {
             continue;
         }
-        let id: Vec<&str> = f[5].split(':').collect();
-        if id.len() != 3 {
+        let mut id = id.split(':');
+        let (Some(major), Some(minor), Some(inode), None) =
+            (id.next(), id.next(), id.next(), id.next())
+        else {
             continue;
-        }
+        };
         if let (Ok(major), Ok(minor), Ok(inode)) = (
-            u64::from_str_radix(id[0], 16),
-            u64::from_str_radix(id[1], 16),
-            id[2].parse(),
+            u64::from_str_radix(major, 16),
+            u64::from_str_radix(minor, 16),
+            inode.parse(),
         ) {
             out.insert(FileId {
                 major,

@@ -9,7 +9,10 @@ fn reads_proc_locks() {
                 2: POSIX  ADVISORY  READ 4242 fd:01:77 128 128\n\
                 3: POSIX  ADVISORY  WRITE 17 fd:01:55 124 124\n\
                 4: FLOCK  ADVISORY  WRITE 4242 fd:01:11 0 EOF\n\
-                5: POSIX  ADVISORY  READ 4242 08:02:1234 120 EOF\n";
+                5: POSIX  ADVISORY  READ 4242 08:02:1234 120 EOF\n\
+                6: -> POSIX  ADVISORY  WRITE 4242 fd:01:33 123 123\n\
+                7: POSIX  ADVISORY  READ 42420 fd:01:44 123 123\n\
+                8: POSIX  ADVISORY  READ 4242 fd:01\n";
     let got = parse_locks(text, 4242);
     let id = |major, minor, inode| FileId {
         major,
@@ -24,6 +27,9 @@ fn reads_proc_locks() {
     );
     assert!(!got.contains(&id(0xfd, 1, 55)), "another pid");
     assert!(!got.contains(&id(0xfd, 1, 11)), "flock");
+    assert!(!got.contains(&id(0xfd, 1, 33)), "a waiter");
+    assert!(!got.contains(&id(0xfd, 1, 44)), "a pid that only starts like ours");
+    assert_eq!(got.len(), 2);
 }
 
 #[test]
