@@ -28,7 +28,10 @@ fn reads_proc_locks() {
     assert!(!got.contains(&id(0xfd, 1, 55)), "another pid");
     assert!(!got.contains(&id(0xfd, 1, 11)), "flock");
     assert!(!got.contains(&id(0xfd, 1, 33)), "a waiter");
-    assert!(!got.contains(&id(0xfd, 1, 44)), "a pid that only starts like ours");
+    assert!(
+        !got.contains(&id(0xfd, 1, 44)),
+        "a pid that only starts like ours"
+    );
     assert_eq!(got.len(), 2);
 }
 
