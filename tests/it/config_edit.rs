@@ -418,17 +418,6 @@ fn a_diff_of_equal_generations_exits_0_and_of_one_generation_2() {
 // ---------------------------------------------------------------------------------------------
 // rekey
 
-fn age_decrypts(env: &TestEnv, key: &Path, content: &[u8]) -> Option<Vec<u8>> {
-    let input = env.path("cipher.in");
-    std::fs::write(&input, content).unwrap();
-    let out = Command::new("age")
-        .args(["-d", "-i", s(key), s(&input)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    out.status.success().then_some(out.stdout)
-}
-
 /// An env with three generations of `litestream` and one of another scope.
 fn three_generations() -> TestEnv {
     let env = TestEnv::new();
@@ -467,18 +456,13 @@ fn a_rekey_reencrypts_every_generation_and_keeps_the_rest() {
     );
     for (b, a) in before.iter().zip(&after) {
         assert_eq!((b.0, &b.1, &b.3, &b.4, &b.5), (a.0, &a.1, &a.3, &a.4, &a.5));
-        let plain = age_decrypts(&env, &old_key, &b.2).unwrap();
+        let plain = env.age_decrypts(&old_key, &b.2).unwrap();
         if b.1 == "other" {
             assert_eq!(a.2, b.2, "another scope is left alone");
             continue;
         }
-        assert_eq!(
-            age_decrypts(&env, &new_key, &a.2),
-            Some(plain),
-            "row {}",
-            a.0
-        );
-        assert_eq!(age_decrypts(&env, &old_key, &a.2), None, "row {}", a.0);
+        assert_eq!(env.age_decrypts(&new_key, &a.2), Some(plain), "row {}", a.0);
+        assert_eq!(env.age_decrypts(&old_key, &a.2), None, "row {}", a.0);
     }
     let mut cmd = env.cmd(["config", "show", "-g", "2"]);
     cmd.env("RIP_AGE_KEY", &new_key);

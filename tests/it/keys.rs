@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{run_cmd, TestEnv};
@@ -43,19 +43,6 @@ fn age_keygen(path: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "age-keygen failed");
-}
-
-/// Whether `age -d -i key` opens `ciphertext` (written to a file first).
-fn age_opens(env: &TestEnv, key: &Path, ciphertext: &[u8]) -> bool {
-    let input = env.path("cipher.in");
-    std::fs::write(&input, ciphertext).unwrap();
-    Command::new("age")
-        .args(["-d", "-i", s(key), s(&input)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-        .status
-        .success()
 }
 
 /// The content of the newest row of the store.
@@ -125,7 +112,7 @@ fn key_files_are_accepted_exactly_when_the_age_cli_accepts_them() {
         let file = env.path(&format!("case{i}.key"));
         std::fs::write(&file, content).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let age = age_opens(&env, &file, &cipher);
+        let age = env.age_opens(&file, &cipher);
         let r = env.run(["--age-key", s(&file), "config", "show"]);
         let ours = r.code() == 0;
         if ours {
@@ -190,9 +177,9 @@ fn recipients_given_also_open_what_is_saved_and_so_does_the_key_itself() {
     ])
     .success();
     let content = newest_content(&env.db());
-    assert!(age_opens(&env, &offline, &content), "not to --recipient");
-    assert!(age_opens(&env, &env.key(), &content), "not to our own key");
-    assert!(!age_opens(&env, &second, &content));
+    assert!(env.age_opens(&offline, &content), "not to --recipient");
+    assert!(env.age_opens(&env.key(), &content), "not to our own key");
+    assert!(!env.age_opens(&second, &content));
 
     // RIP_RECIPIENTS, comma-separated; the store's key check still counts it as ours.
     let mut cmd = env.cmd(["config", "save", s(&file)]);
@@ -204,7 +191,7 @@ fn recipients_given_also_open_what_is_saved_and_so_does_the_key_itself() {
     let content = newest_content(&env.db());
     for key in [&offline, &second, &env.key()] {
         assert!(
-            age_opens(&env, key, &content),
+            env.age_opens(key, &content),
             "{} cannot open it",
             key.display()
         );
@@ -216,9 +203,9 @@ fn recipients_given_also_open_what_is_saved_and_so_does_the_key_itself() {
     cmd.env("RIP_RECIPIENTS", "");
     run_cmd(cmd).success();
     let content = newest_content(&env.db());
-    assert!(age_opens(&env, &env.key(), &content));
+    assert!(env.age_opens(&env.key(), &content));
     assert!(
-        !age_opens(&env, &offline, &content),
+        !env.age_opens(&offline, &content),
         "an empty RIP_RECIPIENTS kept the old ones"
     );
 
@@ -257,14 +244,14 @@ fn encrypt_to_all_identities_opens_with_each_of_the_key_files_identities() {
     std::fs::write(env.key(), &both).unwrap();
     std::fs::set_permissions(env.key(), std::fs::Permissions::from_mode(0o600)).unwrap();
     env.save(GOOD).success();
-    assert!(!age_opens(&env, &second, &newest_content(&env.db())));
+    assert!(!env.age_opens(&second, &newest_content(&env.db())));
     let file = env.path("good.yml");
     std::fs::write(&file, GOOD).unwrap();
     env.run(["--encrypt-to-all-identities", "config", "save", s(&file)])
         .success();
     let content = newest_content(&env.db());
-    assert!(age_opens(&env, &first, &content));
-    assert!(age_opens(&env, &second, &content));
+    assert!(env.age_opens(&first, &content));
+    assert!(env.age_opens(&second, &content));
 }
 
 #[test]
@@ -374,11 +361,8 @@ fn a_rekey_with_a_recipient_encrypts_every_generation_to_both() {
         .collect();
     assert_eq!(contents.len(), 2);
     for content in &contents {
-        assert!(age_opens(&env, &new_key, content), "not to the new key");
-        assert!(age_opens(&env, &offline, content), "not to --recipient");
-        assert!(
-            !age_opens(&env, &env.key(), content),
-            "still to the old key"
-        );
+        assert!(env.age_opens(&new_key, content), "not to the new key");
+        assert!(env.age_opens(&offline, content), "not to --recipient");
+        assert!(!env.age_opens(&env.key(), content), "still to the old key");
     }
 }

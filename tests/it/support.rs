@@ -48,6 +48,27 @@ impl Drop for TestEnv {
 }
 
 impl TestEnv {
+    /// `age -d -i KEY` of `content` (written to a file of this env first): its plaintext, or
+    /// `None` when the key cannot open it.
+    pub fn age_decrypts(&self, key: &Path, content: &[u8]) -> Option<Vec<u8>> {
+        let input = self.path("cipher.in");
+        std::fs::write(&input, content).unwrap();
+        let out = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(key)
+            .arg(&input)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        out.status.success().then_some(out.stdout)
+    }
+
+    /// Whether `age -d -i KEY` opens `content`.
+    pub fn age_opens(&self, key: &Path, content: &[u8]) -> bool {
+        self.age_decrypts(key, content).is_some()
+    }
+
     pub fn new() -> Self {
         TestEnv {
             dir: tempfile::Builder::new()

@@ -132,18 +132,6 @@ fn age_keygen(path: &Path) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// `age -d -i KEY` of `content`: its plaintext, or `None` when the key cannot open it.
-fn age_decrypts(env: &TestEnv, key: &Path, content: &[u8]) -> Option<Vec<u8>> {
-    let input = env.path("cipher.in");
-    std::fs::write(&input, content).unwrap();
-    let out = Command::new("age")
-        .args(["-d", "-i", s(key), s(&input)])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    out.status.success().then_some(out.stdout)
-}
-
 /// Every byte of the database's rows, table by table (what "nothing changed" is checked on).
 fn dump(db: &Path) -> String {
     let out = Command::new("sqlite3")
@@ -168,7 +156,7 @@ fn rows_with(env: &TestEnv, key: &Path) -> Vec<(i64, Option<Vec<u8>>)> {
         .map(|r| r.unwrap())
         .collect();
     rows.into_iter()
-        .map(|(id, content)| (id, age_decrypts(env, key, &content)))
+        .map(|(id, content)| (id, env.age_decrypts(key, &content)))
         .collect()
 }
 

@@ -231,8 +231,8 @@ fn a_rekey_beside_a_committing_writer_touches_nothing_else() {
             |r| r.get(0),
         )
         .unwrap();
-    assert!(age_decrypts(&env, &env.key(), &content).is_some());
-    assert!(age_decrypts(&env, &keys[1], &content).is_none());
+    assert!(env.age_decrypts(&env.key(), &content).is_some());
+    assert!(env.age_decrypts(&keys[1], &content).is_none());
 }
 
 /// A supervisor reloads (SIGHUP) after a rekey but before its key file is replaced: it cannot
@@ -423,6 +423,6 @@ fn a_rekey_says_which_other_scopes_still_need_the_old_key() {
     let text =
         std::fs::read_to_string(&new_key).unwrap() + &std::fs::read_to_string(env.key()).unwrap();
     std::fs::write(&both, text).unwrap();
-    assert!(age_decrypts(&env, &both, &app).is_some());
+    assert!(env.age_decrypts(&both, &app).is_some());
     assert!(rows_with(&env, &both).iter().all(|(_, p)| p.is_some()));
 }
