@@ -217,7 +217,10 @@ fn status_and_healthz_follow_backoff_and_recovery() {
     wait_for("healthy again", LONG, || {
         http_get(port, "/healthz").0 == 200
     });
-    assert_eq!(env.run(["status"]).code(), 0);
+    // `status` reads the status file, written after the state /healthz answers from.
+    wait_for("status healthy again", LONG, || {
+        env.run(["status"]).code() == 0
+    });
     sup.signal("TERM");
     assert_eq!(sup.wait_code(LONG), Some(0));
     env.run(["status"])
